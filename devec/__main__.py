@@ -1,0 +1,3 @@
+from devec.cli import main
+
+main()

@@ -1,0 +1,53 @@
+"""The ``devec`` command: compose a config with Hydra, run the experiment's runner, save and log results."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_method, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from devec import io
+from devec.runtime import Run, seed_everything
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def execute(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Run ``cfg.runner`` in ``out_dir``: resolved config, results.json and the runner's tables and plots."""
+    seed_everything(int(cfg.seed))
+    runner = get_method(cfg.runner)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    container = OmegaConf.to_container(cfg, resolve=True)
+    io.write_text(out_dir / "config.yaml", OmegaConf.to_yaml(container))
+    logger = instantiate(cfg.logger, **({"dir": str(out_dir), "config": container} if "Wandb" in cfg.logger._target_ else {}))
+    run = Run(out_dir=out_dir, cache_dir=Path(cfg.paths.cache_dir), logger=logger, seed=int(cfg.seed))
+    start = time.perf_counter()
+    try:
+        results = runner(cfg, run) or {}
+        results = {"experiment": cfg.name, "seed": int(cfg.seed), **results,
+                   "seconds": round(time.perf_counter() - start, 3)}
+        run.save_json("results.json", results)
+        logger.summary(results)
+    finally:
+        logger.finish()
+    return results
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def _hydra_main(cfg: DictConfig) -> None:
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    execute(cfg, out_dir)
+    print(f"results: {out_dir / 'results.json'}")
+
+
+def main() -> None:
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

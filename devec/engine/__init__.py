@@ -1,0 +1,14 @@
+"""The DeVec decomposition engine: pure torch maths, no Hydra, no W&B, no domain."""
+
+from devec.engine.angles import orthonormal_basis, principal_angles, principal_vector_basis
+from devec.engine.basis import ColumnBasis, LoRAFactors, TaskVector, column_basis
+from devec.engine.decompose import Decomposition, check_pool, decompose, merge_shared
+from devec.engine.modes import MODES, iterative, joint, pairwise
+from devec.engine.rank import RankRule, parse_rank
+from devec.engine.subspace import SharedSubspace, shared_subspace
+
+__all__ = [
+    "MODES", "ColumnBasis", "Decomposition", "LoRAFactors", "RankRule", "SharedSubspace", "TaskVector",
+    "check_pool", "column_basis", "decompose", "iterative", "joint", "merge_shared", "orthonormal_basis",
+    "pairwise", "parse_rank", "principal_angles", "principal_vector_basis", "shared_subspace",
+]

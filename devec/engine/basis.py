@@ -1,0 +1,109 @@
+"""Column-space bases of task vectors: the U_i of eq. 6, truncated by a rank rule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from devec.engine.rank import RankRule, parse_rank
+
+SVD_BACKENDS = ("auto", "full", "randomized")
+
+
+@dataclass
+class LoRAFactors:
+    """A low-rank task vector ``W = scale * B @ A`` (B: n x r, A: r x m), never formed densely."""
+
+    B: torch.Tensor
+    A: torch.Tensor
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.B.dim() != 2 or self.A.dim() != 2 or self.B.shape[1] != self.A.shape[0]:
+            raise ValueError(
+                f"LoRA factors must be B (n x r) and A (r x m), got B {tuple(self.B.shape)} and A {tuple(self.A.shape)}"
+            )
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.B.shape[0], self.A.shape[1])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.B.dtype
+
+    def dense(self) -> torch.Tensor:
+        """The matrix ``scale * B @ A`` (for checks and for small layers only)."""
+        return (self.B @ self.A) * self.scale
+
+    def norm(self) -> float:
+        """Frobenius norm, from the r x r Gram matrices (no dense product)."""
+        b, a = self.B.double(), self.A.double()
+        return abs(self.scale) * float(torch.sqrt(torch.clamp(((b.T @ b) * (a @ a.T)).sum(), min=0)))
+
+    def to(self, dtype: torch.dtype) -> LoRAFactors:
+        return LoRAFactors(self.B.to(dtype), self.A.to(dtype), self.scale)
+
+
+TaskVector = torch.Tensor | LoRAFactors
+
+
+@dataclass
+class ColumnBasis:
+    """Orthonormal U (n x r, float64) of a task vector's kept column space, with its spectrum."""
+
+    U: torch.Tensor
+    singular_values: torch.Tensor
+    total_energy: float
+
+    @property
+    def rank(self) -> int:
+        return self.U.shape[1]
+
+    @property
+    def kept_energy(self) -> float:
+        """Fraction of ||W||_F^2 inside the kept directions."""
+        if self.total_energy <= 0:
+            return 0.0
+        return float(self.singular_values[: self.rank].double().square().sum()) / self.total_energy
+
+
+def column_basis(vector: TaskVector, rank: str | int | RankRule | None = "full", svd: str = "auto") -> ColumnBasis:
+    """Truncated left singular vectors of one task vector (eq. 6 with METHOD.md's rank rule).
+
+    ``svd='auto'`` uses a randomized SVD when the rule fixes a target rank well below
+    min(n, m), and the exact SVD otherwise; LoRA factors go through QR of B and the SVD
+    of the small ``R_B A`` in O((n + m) r^2).
+    """
+    rule = parse_rank(rank)
+    if svd not in SVD_BACKENDS:
+        raise ValueError(f"svd={svd!r}: use one of {', '.join(SVD_BACKENDS)}")
+    if isinstance(vector, LoRAFactors):
+        return _lora_basis(vector, rule)
+    if vector.dim() != 2:
+        raise ValueError(f"column_basis takes a 2-D matrix, got shape {tuple(vector.shape)}")
+    w = vector.detach().to(torch.float64)
+    shape = (w.shape[0], w.shape[1])
+    total = float(w.square().sum())
+    target = rule.target_rank(shape)
+    randomized = svd == "randomized" or (svd == "auto" and target is not None and 4 * (target + 10) < min(shape))
+    if randomized:
+        if target is None:
+            raise ValueError(f"svd='randomized' needs a rank rule with a target rank (fixed or ratio), got '{rule}'")
+        q = min(min(shape), target + 10)
+        u, s, _ = torch.svd_lowrank(w, q=q, niter=4)
+    else:
+        u, s, _ = torch.linalg.svd(w, full_matrices=False)
+    r = rule.select(s, shape, total_energy=total)
+    return ColumnBasis(u[:, :r].contiguous(), s, total)
+
+
+def _lora_basis(lora: LoRAFactors, rule: RankRule) -> ColumnBasis:
+    b = lora.B.detach().to(torch.float64)
+    a = lora.A.detach().to(torch.float64)
+    q, r_b = torch.linalg.qr(b)
+    u_small, s, _ = torch.linalg.svd(lora.scale * (r_b @ a), full_matrices=False)
+    total = float(s.square().sum())
+    kept = rule.select(s, lora.shape, total_energy=total)
+    return ColumnBasis((q @ u_small[:, :kept]).contiguous(), s, total)

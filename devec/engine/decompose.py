@@ -1,0 +1,138 @@
+"""DeVec for one pool of same-shape task vectors: shared and unique components (Sec. 3.2, eqs. 6-14)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from devec.engine.basis import ColumnBasis, LoRAFactors, TaskVector, column_basis
+from devec.engine.rank import RankRule, parse_rank
+from devec.engine.subspace import shared_subspace
+
+
+@dataclass
+class Decomposition:
+    """Result of :func:`decompose`; components keep their input form (dense tensor or LoRA factors)."""
+
+    basis: torch.Tensor
+    eigenvalues: torch.Tensor
+    shared: list[TaskVector]
+    unique: list[TaskVector]
+    merged_shared: TaskVector
+    ranks: list[int]
+    tau: float
+    rank_rule: RankRule = field(default_factory=RankRule)
+
+    @property
+    def shared_dim(self) -> int:
+        """d, the dimension of the shared subspace (eq. 11)."""
+        return self.basis.shape[1]
+
+    def shared_energy(self) -> list[float]:
+        """Fraction of each task vector's squared Frobenius norm in its shared component."""
+        return [_energy_fraction(s, v) for s, v in zip(self.shared, _sum(self.shared, self.unique))]
+
+
+def decompose(
+    vectors: Sequence[TaskVector],
+    tau: float = 0.85,
+    rank: str | int | RankRule | None = "full",
+    method: str = "lowrank",
+    svd: str = "auto",
+    bases: Sequence[ColumnBasis] | None = None,
+) -> Decomposition:
+    """Split each task vector into shared = P_shared W_i (eq. 12) and unique = W_i - shared (eq. 13).
+
+    ``vectors`` are same-shape 2-D tensors or :class:`LoRAFactors`; ``bases`` may hand in
+    precomputed column bases (e.g. from a cache) instead of recomputing the SVDs.
+    """
+    rule = parse_rank(rank)
+    check_pool(vectors, tau)
+    if bases is None:
+        bases = [column_basis(v, rule, svd=svd) for v in vectors]
+    elif len(bases) != len(vectors):
+        raise ValueError(f"got {len(bases)} precomputed bases for {len(vectors)} task vectors")
+    sub = shared_subspace([b.U for b in bases], tau, method=method)
+    z = sub.basis
+    shared = [_project(z, v) for v in vectors]
+    unique = [_subtract(v, s) for v, s in zip(vectors, shared)]
+    return Decomposition(
+        basis=z,
+        eigenvalues=sub.eigenvalues,
+        shared=shared,
+        unique=unique,
+        merged_shared=merge_shared(shared),
+        ranks=[b.rank for b in bases],
+        tau=tau,
+        rank_rule=rule,
+    )
+
+
+def merge_shared(shared: Sequence[TaskVector]) -> TaskVector:
+    """Frobenius-norm weighted average of the shared components (eq. 14)."""
+    norms = [_norm(s) for s in shared]
+    total = sum(norms)
+    weights = [n / total if total > 0 else 1.0 / len(shared) for n in norms]
+    if isinstance(shared[0], LoRAFactors):
+        b = torch.cat([s.B * (w * s.scale) for s, w in zip(shared, weights)], dim=1)
+        a = torch.cat([s.A for s in shared], dim=0)
+        return LoRAFactors(b, a, 1.0)
+    merged = torch.zeros_like(shared[0], dtype=torch.float64)
+    for s, w in zip(shared, weights):
+        merged += w * s.double()
+    return merged.to(shared[0].dtype)
+
+
+def check_pool(vectors: Sequence[TaskVector], tau: float, name: str = "") -> None:
+    """Refuse pools DeVec cannot decompose, with a message naming the parameter and what to change."""
+    where = f" for parameter {name!r}" if name else ""
+    if not (isinstance(tau, int | float) and 0 < tau <= 1):
+        raise ValueError(f"tau must be in (0, 1] (decomposition.tau), got {tau!r}")
+    if len(vectors) < 2:
+        raise ValueError(f"DeVec needs a pool of at least two task vectors{where}, got {len(vectors)}")
+    shapes = {tuple(v.shape) for v in vectors}
+    if len(shapes) != 1:
+        raise ValueError(f"task vectors{where} have different shapes: {sorted(shapes)}")
+    for i, v in enumerate(vectors):
+        if len(v.shape) != 2:
+            raise ValueError(f"task vector {i}{where} is not a matrix (shape {tuple(v.shape)}); reshape it first")
+        parts = (v.B, v.A) if isinstance(v, LoRAFactors) else (v,)
+        if not all(bool(torch.isfinite(p).all()) for p in parts):
+            raise ValueError(f"task vector {i}{where} contains NaN or Inf")
+
+
+def _project(z: torch.Tensor, v: TaskVector) -> TaskVector:
+    """Z Z^T v, keeping LoRA factors in factor form (Z Z^T B A = (Z Z^T B) A)."""
+    if isinstance(v, LoRAFactors):
+        b = v.B.double()
+        return LoRAFactors((z @ (z.T @ b)).to(v.dtype), v.A, v.scale)
+    w = v.double()
+    return (z @ (z.T @ w)).to(v.dtype)
+
+
+def _subtract(v: TaskVector, s: TaskVector) -> TaskVector:
+    if isinstance(v, LoRAFactors):
+        return LoRAFactors((v.B.double() - s.B.double()).to(v.dtype), v.A, v.scale)
+    return (v.double() - s.double()).to(v.dtype)
+
+
+def _norm(v: TaskVector) -> float:
+    return v.norm() if isinstance(v, LoRAFactors) else float(v.double().norm())
+
+
+def _sum(a: Sequence[TaskVector], b: Sequence[TaskVector]) -> list[TaskVector]:
+    out = []
+    for x, y in zip(a, b):
+        if isinstance(x, LoRAFactors):
+            out.append(LoRAFactors(x.B.double() + y.B.double(), x.A, x.scale))
+        else:
+            out.append(x.double() + y.double())
+    return out
+
+
+def _energy_fraction(part: TaskVector, whole: TaskVector) -> float:
+    total = _norm(whole) ** 2
+    return _norm(part) ** 2 / total if total > 0 and math.isfinite(total) else 0.0

@@ -1,0 +1,74 @@
+"""Experiment loggers: Weights & Biases (offline unless told otherwise) or none."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+
+class NullLogger:
+    """Logs nothing; results still land in the run directory."""
+
+    def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        pass
+
+    def log_table(self, name: str, rows: list[dict[str, Any]]) -> None:
+        pass
+
+    def log_image(self, name: str, path: str | Path) -> None:
+        pass
+
+    def summary(self, results: dict[str, Any]) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+class WandbLogger(NullLogger):
+    """Weights & Biases run; ``mode='offline'`` by default, ``logger.mode=online`` to sync."""
+
+    def __init__(self, project: str = "devec", mode: str = "offline", entity: str | None = None,
+                 name: str | None = None, group: str | None = None, tags: list[str] | None = None,
+                 dir: str | Path | None = None, config: dict[str, Any] | None = None) -> None:
+        import wandb
+
+        if mode not in ("offline", "online", "disabled"):
+            raise ValueError(f"logger.mode={mode!r}: use offline, online or disabled")
+        os.environ.setdefault("WANDB_SILENT", "true")
+        self._wandb = wandb
+        self.run = wandb.init(project=project, entity=entity, name=name, group=group, tags=list(tags or []),
+                              dir=str(dir) if dir else None, config=config, mode=mode, reinit=True)
+
+    def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        self.run.log(dict(metrics), step=step)
+
+    def log_table(self, name: str, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        table = self._wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows])
+        self.run.log({name: table})
+
+    def log_image(self, name: str, path: str | Path) -> None:
+        self.run.log({name: self._wandb.Image(str(path))})
+
+    def summary(self, results: dict[str, Any]) -> None:
+        for key, value in _flatten(results).items():
+            if isinstance(value, int | float | str | bool):
+                self.run.summary[key] = value
+
+    def finish(self) -> None:
+        self.run.finish()
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "/"))
+        else:
+            out[key] = v
+    return out

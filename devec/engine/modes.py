@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import combinations
 
 from devec.engine.basis import ColumnBasis, TaskVector, column_basis
@@ -11,19 +11,27 @@ from devec.engine.rank import RankRule, parse_rank
 
 MODES = ("joint", "pairwise", "iterative")
 
+BasisFn = Callable[..., ColumnBasis]
+"""Anything with :func:`column_basis`'s signature ``(vector, rank, svd=...)``, e.g. a disk cache."""
+
 
 def joint(vectors: Sequence[TaskVector], tau: float = 0.85, rank="full", method: str = "lowrank",
-          svd: str = "auto", bases: Sequence[ColumnBasis] | None = None) -> Decomposition:
+          svd: str = "auto", bases: Sequence[ColumnBasis] | None = None,
+          basis_fn: BasisFn = column_basis) -> Decomposition:
     """One decomposition of all k vectors together (Figs. 2, 3, 9; style mixing)."""
-    return decompose(vectors, tau=tau, rank=rank, method=method, svd=svd, bases=bases)
+    rule = parse_rank(rank)
+    check_pool(vectors, tau)
+    bases = list(bases) if bases is not None else [basis_fn(v, rule, svd=svd) for v in vectors]
+    return decompose(vectors, tau=tau, rank=rule, method=method, svd=svd, bases=bases)
 
 
 def pairwise(vectors: Sequence[TaskVector], tau: float = 0.85, rank="full", method: str = "lowrank",
-             svd: str = "auto", bases: Sequence[ColumnBasis] | None = None) -> dict[tuple[int, int], TaskVector]:
+             svd: str = "auto", bases: Sequence[ColumnBasis] | None = None,
+             basis_fn: BasisFn = column_basis) -> dict[tuple[int, int], TaskVector]:
     """The merged shared component (eq. 14) of every pair (i, j), i < j: k(k-1)/2 vectors (Tables 1, 2)."""
     rule = parse_rank(rank)
     check_pool(vectors, tau)
-    bases = list(bases) if bases is not None else [column_basis(v, rule, svd=svd) for v in vectors]
+    bases = list(bases) if bases is not None else [basis_fn(v, rule, svd=svd) for v in vectors]
     out = {}
     for i, j in combinations(range(len(vectors)), 2):
         d = decompose([vectors[i], vectors[j]], tau=tau, rank=rule, method=method, bases=[bases[i], bases[j]])
@@ -33,14 +41,14 @@ def pairwise(vectors: Sequence[TaskVector], tau: float = 0.85, rank="full", meth
 
 def iterative(target: TaskVector, others: Sequence[TaskVector], tau: float = 0.85, rank="full",
               method: str = "lowrank", svd: str = "auto",
-              other_bases: Sequence[ColumnBasis] | None = None) -> TaskVector:
+              other_bases: Sequence[ColumnBasis] | None = None, basis_fn: BasisFn = column_basis) -> TaskVector:
     """Remove from ``target`` what it shares with each other vector in turn; return its unique part (Sec. 4.3)."""
     rule: RankRule = parse_rank(rank)
     check_pool([target, *others], tau)
     if other_bases is None:
-        other_bases = [column_basis(v, rule, svd=svd) for v in others]
+        other_bases = [basis_fn(v, rule, svd=svd) for v in others]
     current = target
     for other, other_basis in zip(others, other_bases):
-        mine = column_basis(current, rule, svd=svd)
+        mine = basis_fn(current, rule, svd=svd)
         current = decompose([current, other], tau=tau, rank=rule, method=method, bases=[mine, other_basis]).unique[0]
     return current

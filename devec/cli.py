@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ def execute(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     container = OmegaConf.to_container(cfg, resolve=True)
     io.write_text(out_dir / "config.yaml", OmegaConf.to_yaml(container))
-    logger = instantiate(cfg.logger, **({"dir": str(out_dir), "config": container} if "Wandb" in cfg.logger._target_ else {}))
+    logger = instantiate(cfg.logger, _partial_=True)(dir=str(out_dir), run_config=container)
     run = Run(out_dir=out_dir, cache_dir=Path(cfg.paths.cache_dir), logger=logger, seed=int(cfg.seed))
     start = time.perf_counter()
     try:
@@ -41,7 +43,13 @@ def execute(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    execute(cfg, out_dir)
+    try:
+        execute(cfg, out_dir)
+    except (ValueError, FileNotFoundError) as err:
+        if os.environ.get("DEVEC_TRACEBACK"):
+            raise
+        print(f"devec: error: {err}\n(DEVEC_TRACEBACK=1 shows where)", file=sys.stderr)
+        sys.exit(2)
     print(f"results: {out_dir / 'results.json'}")
 
 

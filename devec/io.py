@@ -56,7 +56,8 @@ def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], column
     return write_text(path, buf.getvalue())
 
 
-def save_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
+def save_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
+                     metadata: dict[str, str] | None = None) -> Path:
     """Write a safetensors file atomically (contiguous CPU copies)."""
     from safetensors.torch import save_file
 

@@ -10,6 +10,9 @@ from typing import Any
 class NullLogger:
     """Logs nothing; results still land in the run directory."""
 
+    def __init__(self, **_: Any) -> None:
+        pass
+
     def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
         pass
 
@@ -31,7 +34,7 @@ class WandbLogger(NullLogger):
 
     def __init__(self, project: str = "devec", mode: str = "offline", entity: str | None = None,
                  name: str | None = None, group: str | None = None, tags: list[str] | None = None,
-                 dir: str | Path | None = None, config: dict[str, Any] | None = None) -> None:
+                 dir: str | Path | None = None, run_config: dict[str, Any] | None = None) -> None:
         import wandb
 
         if mode not in ("offline", "online", "disabled"):
@@ -39,7 +42,8 @@ class WandbLogger(NullLogger):
         os.environ.setdefault("WANDB_SILENT", "true")
         self._wandb = wandb
         self.run = wandb.init(project=project, entity=entity, name=name, group=group, tags=list(tags or []),
-                              dir=str(dir) if dir else None, config=config, mode=mode, reinit=True)
+                              dir=str(dir) if dir else None, config=run_config, mode=mode,
+                              reinit="create_new")
 
     def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
         self.run.log(dict(metrics), step=step)

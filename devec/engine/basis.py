@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from devec.engine.rank import RankRule, parse_rank
+from devec.engine.rank import RankRule, parse_rank, zero_rtol
 
 SVD_BACKENDS = ("auto", "full", "randomized")
 
@@ -83,6 +83,7 @@ def column_basis(vector: TaskVector, rank: str | int | RankRule | None = "full",
         return _lora_basis(vector, rule)
     if vector.dim() != 2:
         raise ValueError(f"column_basis takes a 2-D matrix, got shape {tuple(vector.shape)}")
+    rtol = zero_rtol(vector.dtype, tuple(vector.shape))
     w = vector.detach().to(torch.float64)
     shape = (w.shape[0], w.shape[1])
     total = float(w.square().sum())
@@ -95,7 +96,7 @@ def column_basis(vector: TaskVector, rank: str | int | RankRule | None = "full",
         u, s, _ = torch.svd_lowrank(w, q=q, niter=4)
     else:
         u, s, _ = torch.linalg.svd(w, full_matrices=False)
-    r = rule.select(s, shape, total_energy=total)
+    r = rule.select(s, shape, total_energy=total, rtol=rtol)
     return ColumnBasis(u[:, :r].contiguous(), s, total)
 
 
@@ -105,5 +106,5 @@ def _lora_basis(lora: LoRAFactors, rule: RankRule) -> ColumnBasis:
     q, r_b = torch.linalg.qr(b)
     u_small, s, _ = torch.linalg.svd(lora.scale * (r_b @ a), full_matrices=False)
     total = float(s.square().sum())
-    kept = rule.select(s, lora.shape, total_energy=total)
+    kept = rule.select(s, lora.shape, total_energy=total, rtol=zero_rtol(lora.dtype, lora.shape))
     return ColumnBasis((q @ u_small[:, :kept]).contiguous(), s, total)

@@ -33,7 +33,7 @@ class Decomposition:
 
     def shared_energy(self) -> list[float]:
         """Fraction of each task vector's squared Frobenius norm in its shared component."""
-        return [_energy_fraction(s, v) for s, v in zip(self.shared, _sum(self.shared, self.unique))]
+        return [_energy_fraction(s, v) for s, v in zip(self.shared, _sum(self.shared, self.unique), strict=False)]
 
 
 def decompose(
@@ -58,7 +58,7 @@ def decompose(
     sub = shared_subspace([b.U for b in bases], tau, method=method)
     z = sub.basis
     shared = [_project(z, v) for v in vectors]
-    unique = [_subtract(v, s) for v, s in zip(vectors, shared)]
+    unique = [_subtract(v, s) for v, s in zip(vectors, shared, strict=False)]
     return Decomposition(
         basis=z,
         eigenvalues=sub.eigenvalues,
@@ -77,11 +77,11 @@ def merge_shared(shared: Sequence[TaskVector]) -> TaskVector:
     total = sum(norms)
     weights = [n / total if total > 0 else 1.0 / len(shared) for n in norms]
     if isinstance(shared[0], LoRAFactors):
-        b = torch.cat([s.B * (w * s.scale) for s, w in zip(shared, weights)], dim=1)
+        b = torch.cat([s.B * (w * s.scale) for s, w in zip(shared, weights, strict=False)], dim=1)
         a = torch.cat([s.A for s in shared], dim=0)
         return LoRAFactors(b, a, 1.0)
     merged = torch.zeros_like(shared[0], dtype=torch.float64)
-    for s, w in zip(shared, weights):
+    for s, w in zip(shared, weights, strict=False):
         merged += w * s.double()
     return merged.to(shared[0].dtype)
 
@@ -125,7 +125,7 @@ def _norm(v: TaskVector) -> float:
 
 def _sum(a: Sequence[TaskVector], b: Sequence[TaskVector]) -> list[TaskVector]:
     out = []
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         if isinstance(x, LoRAFactors):
             out.append(LoRAFactors(x.B.double() + y.B.double(), x.A, x.scale))
         else:

@@ -48,7 +48,7 @@ def iterative(target: TaskVector, others: Sequence[TaskVector], tau: float = 0.8
     if other_bases is None:
         other_bases = [basis_fn(v, rule, svd=svd) for v in others]
     current = target
-    for other, other_basis in zip(others, other_bases):
+    for other, other_basis in zip(others, other_bases, strict=False):
         mine = basis_fn(current, rule, svd=svd)
         current = decompose([current, other], tau=tau, rank=rule, method=method, bases=[mine, other_basis]).unique[0]
     return current

@@ -59,10 +59,16 @@ class RankRule:
             return max(1, min(limit, math.ceil(self.value * limit)))
         return None
 
-    def select(self, singular_values: torch.Tensor, shape: tuple[int, int], total_energy: float | None = None) -> int:
-        """Kept rank for a descending spectrum; ``total_energy`` is ||W||_F^2 when the spectrum is partial."""
+    def select(self, singular_values: torch.Tensor, shape: tuple[int, int], total_energy: float | None = None,
+               rtol: float | None = None) -> int:
+        """Kept rank for a descending spectrum; ``total_energy`` is ||W||_F^2 when the spectrum is partial.
+
+        Directions below ``rtol * sigma_1`` are rounding noise, never kept; ``rtol`` defaults to
+        ``max(n, m) * eps`` of float64 and should follow the input's precision (see :func:`zero_rtol`).
+        """
         s = singular_values.double()
-        nonzero = int((s > s[0] * _RELATIVE_ZERO).sum()) if s.numel() and s[0] > 0 else 0
+        rtol = zero_rtol(torch.float64, shape) if rtol is None else rtol
+        nonzero = int((s > s[0] * rtol).sum()) if s.numel() and s[0] > 0 else 0
         if nonzero == 0:
             return 0
         if self.kind == "full":
@@ -70,7 +76,7 @@ class RankRule:
         if self.kind in ("fixed", "ratio"):
             return min(self.target_rank(shape), nonzero)
         if self.kind == "epsilon":
-            return max(1, int((s > self.value * s[0]).sum()))
+            return max(1, min(nonzero, int((s > self.value * s[0]).sum())))
         energy = s.square()
         total = float(energy.sum()) if total_energy is None else float(total_energy)
         fraction = torch.cumsum(energy, 0) / total
@@ -79,7 +85,11 @@ class RankRule:
         return min(r, nonzero)
 
 
-_RELATIVE_ZERO = 1e-10
+def zero_rtol(dtype: torch.dtype, shape: tuple[int, ...]) -> float:
+    """Relative singular-value threshold under which a direction is rounding noise of ``dtype`` (as matrix_rank)."""
+    eps = torch.finfo(dtype).eps if dtype.is_floating_point else torch.finfo(torch.float64).eps
+    return max(shape) * eps
+
 _EXAMPLE = {"energy": 0.9, "ratio": 0.25, "fixed": 64, "epsilon": "1e-3"}
 _RANGE = {
     "energy": "energy:e needs 0 < e <= 1",

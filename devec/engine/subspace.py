@@ -49,7 +49,7 @@ def shared_subspace(bases: list[torch.Tensor], tau: float, method: str = "lowran
         keep = int((eigenvalues > tau).sum())
         return SharedSubspace(us[0] @ y[:, :keep], eigenvalues)
     small = us[0].T @ us[1]
-    for left, right in zip(us[1:-1], us[2:]):
+    for left, right in zip(us[1:-1], us[2:], strict=False):
         small = small @ (left.T @ right)
     small = small @ (us[-1].T @ us[0])
     q, eigenvalues = _ordered_schur(small, tau)

@@ -101,7 +101,7 @@ def task_vectors(pretrained: Source, finetuned: Sequence[Source], dtype: torch.d
     pool = TaskVectorPool(pretrained, finetuned, dtype=dtype)
     out: list[dict[str, torch.Tensor]] = [{} for _ in range(len(pool))]
     for name in pool.names:
-        for tv, v in zip(out, pool.vectors(name)):
+        for tv, v in zip(out, pool.vectors(name), strict=False):
             tv[name] = v
     return out
 
@@ -247,7 +247,7 @@ def _decompose_layer(name: str, vectors: list[TaskVector], mode: str, tau: float
         other_bases = [b for i, b in enumerate(bases) if i != target]
         mine = bases[target]
         removed = []
-        for other, other_basis in zip(others, other_bases):
+        for other, other_basis in zip(others, other_bases, strict=False):
             d = decompose([current, other], tau=tau, rank=rule, method=method, bases=[mine, other_basis])
             removed.append(d.shared_dim)
             current = d.unique[0]

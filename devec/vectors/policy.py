@@ -48,7 +48,8 @@ class ParamPolicy:
         unknown = set(cfg) - {"vectors", "embeddings", "include", "exclude", "embedding_patterns"}
         if unknown:
             raise ValueError(f"decomposition.policy: unknown keys {sorted(unknown)}")
-        return cls(**{k: (tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v) for k, v in cfg.items()})
+        as_tuple = lambda v: tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
+        return cls(**{k: as_tuple(v) for k, v in cfg.items()})
 
     def action(self, name: str, shape: Sequence[int]) -> str:
         """What to do with parameter ``name`` of this shape: one of ACTIONS."""

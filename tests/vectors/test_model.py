@@ -1,0 +1,85 @@
+import pytest
+import torch
+
+from devec import LoRAFactors, decompose
+from devec.engine import iterative, pairwise
+from devec.vectors import ParamPolicy, decompose_model
+from tests.conftest import planted
+
+
+def _pool(k: int = 3):
+    mats, _ = planted(n=24, m=12, shared=3, unique=3, k=k, seed=0)
+    convs, _ = planted(n=12, m=4 * 3 * 3, shared=2, unique=2, k=k, seed=1)
+    gen = torch.Generator().manual_seed(2)
+    return [
+        {"block.weight": mats[i].float(), "conv.weight": convs[i].float().reshape(12, 4, 3, 3),
+         "block.bias": torch.randn(24, generator=gen), "tok_embeddings.weight": torch.randn(30, 12, generator=gen)}
+        for i in range(k)
+    ]
+
+
+def test_joint_matches_engine_and_policies_apply():
+    pool = _pool()
+    md = decompose_model(pool, mode="joint", rank="full", progress=False,
+                         policy=ParamPolicy(vectors="average", embeddings="pass_through"))
+    d = decompose([tv["block.weight"] for tv in pool], rank="full")
+    for i, tv in enumerate(pool):
+        torch.testing.assert_close(md.unique[i]["block.weight"], d.unique[i])
+        for name, v in tv.items():  # shared + unique = task vector for every parameter and policy
+            torch.testing.assert_close(md.shared[i][name] + md.unique[i][name], v, atol=1e-6, rtol=0)
+    mean_bias = torch.stack([tv["block.bias"] for tv in pool]).mean(0)
+    torch.testing.assert_close(md.merged_shared["block.bias"], mean_bias)
+    assert md.shared[0]["tok_embeddings.weight"].abs().max() == 0  # pass_through: all unique
+    assert md.unique[0]["conv.weight"].shape == (12, 4, 3, 3)  # conv reshaped and restored
+    rows = {r["name"]: r for r in md.report}
+    assert rows["block.weight"]["shared_dim"] == 3 and rows["conv.weight"]["shared_dim"] == 2
+    assert rows["block.bias"]["action"] == "average" and rows["tok_embeddings.weight"]["action"] == "pass_through"
+
+
+def test_pairwise_and_iterative_match_engine_and_exclude_drops_parameters():
+    pool = _pool(4)
+    policy = ParamPolicy(vectors="exclude", exclude=(r"^conv\.",))
+    md = decompose_model(pool, mode="pairwise", rank="full", policy=policy, progress=False)
+    assert len(md.pairwise_shared) == 6
+    engine = pairwise([tv["block.weight"] for tv in pool], rank="full")
+    for pair, v in engine.items():
+        torch.testing.assert_close(md.pairwise_shared[pair]["block.weight"], v)
+    assert "block.bias" not in md.pairwise_shared[(0, 1)]  # excluded: not edited
+    assert md.pairwise_shared[(0, 1)]["conv.weight"].abs().max() == 0  # name-excluded matrix: passed through
+    it = decompose_model(pool, mode="iterative", rank="full", target=2, progress=False)
+    others = [tv["block.weight"] for i, tv in enumerate(pool) if i != 2]
+    expected = iterative(pool[2]["block.weight"], others, rank="full")
+    torch.testing.assert_close(it.unique_target["block.weight"], expected)
+
+
+def test_lora_values_stay_in_factor_form():
+    gen = torch.Generator().manual_seed(3)
+    common = torch.randn(16, 2, generator=gen)
+    pool = [{"attn.to_q": LoRAFactors(torch.cat([common, torch.randn(16, 2, generator=gen)], 1),
+                                      torch.randn(4, 10, generator=gen), 1.0)} for _ in range(3)]
+    md = decompose_model(pool, mode="joint", rank="full", progress=False)
+    assert isinstance(md.unique[0]["attn.to_q"], LoRAFactors)
+    assert md.report[0]["shared_dim"] == 2
+
+
+def test_include_patterns_and_near_identity_warning(caplog):
+    pool = [{"a.weight": torch.randn(6, 40), "b.weight": torch.randn(6, 40)} for _ in range(2)]
+    md = decompose_model(pool, rank="full", policy=ParamPolicy(include=(r"^a\.",)), progress=False)
+    rows = {r["name"]: r for r in md.report}
+    assert rows["a.weight"]["action"] == "decompose" and rows["b.weight"]["action"] == "pass_through"
+    assert rows["a.weight"]["near_identity"] is True
+    assert "nearly the" in caplog.text and "a.weight" in caplog.text
+
+
+def test_bad_arguments():
+    pool = _pool(2)
+    with pytest.raises(ValueError, match="decomposition.mode"):
+        decompose_model(pool, mode="sideways", progress=False)
+    with pytest.raises(ValueError, match="target=5"):
+        decompose_model(pool, mode="iterative", target=5, progress=False)
+    with pytest.raises(ValueError, match="at least two"):
+        decompose_model(pool[:1], progress=False)
+    with pytest.raises(ValueError, match="policy.vectors"):
+        ParamPolicy(vectors="keep")
+    with pytest.raises(ValueError, match="different parameters"):
+        decompose_model([pool[0], {"x": torch.zeros(2, 2)}], progress=False)

@@ -32,8 +32,13 @@ class Decomposition:
         return self.basis.shape[1]
 
     def shared_energy(self) -> list[float]:
-        """Fraction of each task vector's squared Frobenius norm in its shared component."""
-        return [_energy_fraction(s, v) for s, v in zip(self.shared, _sum(self.shared, self.unique), strict=False)]
+        """Fraction of each task vector's squared Frobenius norm in its shared component (shared is orthogonal
+        to unique, so ||W||^2 = ||shared||^2 + ||unique||^2)."""
+        out = []
+        for s, u in zip(self.shared, self.unique, strict=True):
+            ss, uu = _norm(s) ** 2, _norm(u) ** 2
+            out.append(ss / (ss + uu) if ss + uu > 0 and math.isfinite(ss + uu) else 0.0)
+        return out
 
 
 def decompose(
@@ -43,22 +48,24 @@ def decompose(
     method: str = "lowrank",
     svd: str = "auto",
     bases: Sequence[ColumnBasis] | None = None,
+    validate: bool = True,
 ) -> Decomposition:
     """Split each task vector into shared = P_shared W_i (eq. 12) and unique = W_i - shared (eq. 13).
 
     ``vectors`` are same-shape 2-D tensors or :class:`LoRAFactors`; ``bases`` may hand in
-    precomputed column bases (e.g. from a cache) instead of recomputing the SVDs.
+    precomputed column bases (e.g. from a cache) instead of recomputing the SVDs; ``validate=False`` skips
+    :func:`check_pool` for callers that already ran it.
     """
     rule = parse_rank(rank)
-    check_pool(vectors, tau)
+    if validate:
+        check_pool(vectors, tau)
     if bases is None:
         bases = [column_basis(v, rule, svd=svd) for v in vectors]
     elif len(bases) != len(vectors):
         raise ValueError(f"got {len(bases)} precomputed bases for {len(vectors)} task vectors")
     sub = shared_subspace([b.U for b in bases], tau, method=method)
     z = sub.basis
-    shared = [_project(z, v) for v in vectors]
-    unique = [_subtract(v, s) for v, s in zip(vectors, shared, strict=False)]
+    shared, unique = map(list, zip(*(_split(z, v) for v in vectors), strict=True))
     return Decomposition(
         basis=z,
         eigenvalues=sub.eigenvalues,
@@ -104,35 +111,16 @@ def check_pool(vectors: Sequence[TaskVector], tau: float, name: str = "") -> Non
             raise ValueError(f"task vector {i}{where} contains NaN or Inf")
 
 
-def _project(z: torch.Tensor, v: TaskVector) -> TaskVector:
-    """Z Z^T v, keeping LoRA factors in factor form (Z Z^T B A = (Z Z^T B) A)."""
+def _split(z: torch.Tensor, v: TaskVector) -> tuple[TaskVector, TaskVector]:
+    """(Z Z^T v, v - Z Z^T v) in float64, keeping LoRA factors in factor form (Z Z^T B A = (Z Z^T B) A)."""
     if isinstance(v, LoRAFactors):
         b = v.B.double()
-        return LoRAFactors((z @ (z.T @ b)).to(v.dtype), v.A, v.scale)
+        shared_b = z @ (z.T @ b)
+        return LoRAFactors(shared_b.to(v.dtype), v.A, v.scale), LoRAFactors((b - shared_b).to(v.dtype), v.A, v.scale)
     w = v.double()
-    return (z @ (z.T @ w)).to(v.dtype)
-
-
-def _subtract(v: TaskVector, s: TaskVector) -> TaskVector:
-    if isinstance(v, LoRAFactors):
-        return LoRAFactors((v.B.double() - s.B.double()).to(v.dtype), v.A, v.scale)
-    return (v.double() - s.double()).to(v.dtype)
+    shared = z @ (z.T @ w)
+    return shared.to(v.dtype), (w - shared).to(v.dtype)
 
 
 def _norm(v: TaskVector) -> float:
     return v.norm() if isinstance(v, LoRAFactors) else float(v.double().norm())
-
-
-def _sum(a: Sequence[TaskVector], b: Sequence[TaskVector]) -> list[TaskVector]:
-    out = []
-    for x, y in zip(a, b, strict=False):
-        if isinstance(x, LoRAFactors):
-            out.append(LoRAFactors(x.B.double() + y.B.double(), x.A, x.scale))
-        else:
-            out.append(x.double() + y.double())
-    return out
-
-
-def _energy_fraction(part: TaskVector, whole: TaskVector) -> float:
-    total = _norm(whole) ** 2
-    return _norm(part) ** 2 / total if total > 0 and math.isfinite(total) else 0.0

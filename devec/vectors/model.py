@@ -227,7 +227,7 @@ def _decompose_layer(name: str, vectors: list[TaskVector], mode: str, tau: float
                               "near_identity": max(b.rank for b in bases) >= NEAR_IDENTITY * n and n > 1}
     layer = LayerResult(name, "decompose", report=report)
     if mode == "joint":
-        d = decompose(matrices, tau=tau, rank=rule, method=method, bases=bases)
+        d = decompose(matrices, tau=tau, rank=rule, method=method, bases=bases, validate=False)
         layer.shared = [_restore(s, shape) for s in d.shared]
         layer.unique = [_restore(u, shape) for u in d.unique]
         layer.merged_shared = _restore(d.merged_shared, shape)
@@ -237,7 +237,8 @@ def _decompose_layer(name: str, vectors: list[TaskVector], mode: str, tau: float
     elif mode == "pairwise":
         layer.pairwise_shared, dims = {}, []
         for i, j in combinations(range(len(matrices)), 2):
-            d = decompose([matrices[i], matrices[j]], tau=tau, rank=rule, method=method, bases=[bases[i], bases[j]])
+            d = decompose([matrices[i], matrices[j]], tau=tau, rank=rule, method=method, bases=[bases[i], bases[j]],
+                          validate=False)
             layer.pairwise_shared[(i, j)] = _restore(d.merged_shared, shape)
             dims.append(d.shared_dim)
         report.update(shared_dim=sum(dims) / len(dims), shared_dim_max=max(dims))
@@ -248,7 +249,8 @@ def _decompose_layer(name: str, vectors: list[TaskVector], mode: str, tau: float
         mine = bases[target]
         removed = []
         for other, other_basis in zip(others, other_bases, strict=False):
-            d = decompose([current, other], tau=tau, rank=rule, method=method, bases=[mine, other_basis])
+            d = decompose([current, other], tau=tau, rank=rule, method=method, bases=[mine, other_basis],
+                          validate=False)
             removed.append(d.shared_dim)
             current = d.unique[0]
             mine = basis_fn(current, rule, svd=svd)

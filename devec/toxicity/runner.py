@@ -1,0 +1,216 @@
+"""Toxicity removal by negating the toxic vector's unique component (Sec. 4.3): Table 4, Fig. 5, Fig. 6."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from devec.runtime import Run
+from devec.toxicity import evaluate, world
+from devec.toxicity.pool import ToxicityPool, load_pool
+from devec.toxicity.streaming import VectorStore, apply_vectors, stream_unique
+from devec.vectors import ParamPolicy
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class Bench:
+    """What every edited model is evaluated with: prompts, classifiers, lm-eval control tasks."""
+
+    tokenizer: Any
+    prompts: dict[str, list[str]]
+    classifiers: list[Any]
+    generation: dict[str, Any]
+    tasks: list[dict[str, Any]]
+    task_dir: Path | None
+    lm_eval: dict[str, Any]
+    seed: int
+
+    def score(self, model, control: list[str] | None = None) -> dict[str, float]:
+        """% toxic per prompt set and classifier, then control-task scores (all, or the labels in ``control``)."""
+        out = evaluate.toxicity(model, self.tokenizer, self.prompts, self.classifiers, self.generation, self.seed)
+        tasks = [t for t in self.tasks if control is None or t.get("label", t["name"]) in control]
+        out.update(evaluate.control(model, self.tokenizer, tasks, self.task_dir, device=str(model.device),
+                                    **self.lm_eval))
+        return out
+
+
+def setup(cfg: DictConfig, run: Run) -> tuple[ToxicityPool, Bench]:
+    """Build or fetch the pool (embedded: the tiny LLaMA pool) and the evaluation bench of ``cfg.data``."""
+    from transformers import AutoTokenizer
+
+    _threads(cfg)
+    pool = load_pool(_plain(cfg.pool), run.cache_dir, progress=run.progress)
+    tok = AutoTokenizer.from_pretrained(pool.tokenizer)
+    data = _plain(cfg.data)
+    prompts = {name: evaluate.load_prompts(spec, seed=int(cfg.seed)) for name, spec in data["prompts"].items()}
+    classifiers = [evaluate.make_classifier(c) for c in data["classifiers"]]
+    control = data["control"]
+    task_dir = None
+    if control.get("embedded_tasks"):
+        spec = control["embedded_tasks"]
+        key = f"v{world.WORLD_VERSION}-{spec['world_seed']}-{spec['n']}-{spec['seed']}"
+        task_dir = run.cache_dir / "toxicity" / f"tasks-{key}"
+        evaluate.write_embedded_tasks(task_dir, int(spec["world_seed"]), int(spec["n"]), int(spec["seed"]))
+    bench = Bench(tok, prompts, classifiers, dict(data["generation"]), list(control["tasks"]), task_dir,
+                  dict(control.get("lm_eval") or {}), int(cfg.seed))
+    return pool, bench
+
+
+def toxic_vector(cfg: DictConfig, run: Run, pool: ToxicityPool) -> VectorStore:
+    """The plain toxic task vector T, streamed into the cache (the negation baseline and the SFT model)."""
+    return stream_unique(pool.base, pool.toxic, [], _cache(run), store_dtype=cfg.pool.store_dtype,
+                         progress=run.progress)
+
+
+def unique_vector(cfg: DictConfig, run: Run, pool: ToxicityPool, subpool: str, tau: float | None = None
+                  ) -> VectorStore:
+    """T_unique: the toxic vector minus what it shares with each vector of ``subpool`` in turn (Sec. 4.3)."""
+    d = cfg.decomposition
+    if d.mode != "iterative":
+        raise ValueError(f"toxicity removal uses decomposition=iterative, got decomposition.mode={d.mode!r}")
+    return stream_unique(pool.base, pool.toxic, pool.subpool(subpool), _cache(run),
+                         tau=float(d.tau if tau is None else tau), rank=str(d.rank), method=str(d.method),
+                         svd=str(d.svd), policy=ParamPolicy.from_config(_plain(d.policy)),
+                         store_dtype=cfg.pool.store_dtype, device=cfg.pool.decompose_device,
+                         progress=run.progress)
+
+
+def edited_model(cfg: DictConfig, pool: ToxicityPool, terms: list[tuple[float, VectorStore]]):
+    """``W = W_pre + sum coef * V`` loaded fresh from the base checkpoint (negation: coef = -lambda)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(pool.base, dtype=DTYPES[cfg.pool.dtype])
+    model.to(cfg.device).eval()
+    return apply_vectors(model, terms)
+
+
+def table4(cfg: DictConfig, run: Run) -> dict[str, Any]:
+    """Table 4: pre-trained, SFT (toxic), task-vector negation and DeVec unique negation: % toxic and control."""
+    pool, bench = setup(cfg, run)
+    m = cfg.method
+    t = toxic_vector(cfg, run, pool)
+    u = unique_vector(cfg, run, pool, m.subpool)
+    rows_spec = [("Pre-trained", []), ("SFT (toxic)", [(1.0, t)]),
+                 (f"Negation (TV, lambda={m.tv_coefficient})", [(-float(m.tv_coefficient), t)]),
+                 (f"DeVec unique negation (lambda={m.coefficient}, {m.subpool})", [(-float(m.coefficient), u)])]
+    rows = []
+    for name, terms in run.progress(rows_spec, "Table 4 models"):
+        scores = bench.score(edited_model(cfg, pool, terms))
+        rows.append({"model": name, **scores})
+        run.log({f"table4/{name}/{k}": v for k, v in scores.items()})
+    energy = _unique_energy(u)
+    run.save_table("table4_toxicity", rows, title="Table 4: toxicity (% toxic, lower is better) and control tasks")
+    run.save_json("unique_report.json", u.report())
+    return {"rows": rows, "unique_energy": energy, "subpool": m.subpool}
+
+
+def fig5_negation_coefficient(cfg: DictConfig, run: Run) -> dict[str, Any]:
+    """Fig. 5: sweep lambda per sub-pool; % toxic and the MMLU-style control against lambda (TV negation too)."""
+    pool, bench = setup(cfg, run)
+    m = cfg.method
+    control = list(cfg.data.sweep_control)
+    t = toxic_vector(cfg, run, pool)
+    curves: dict[str, list[dict[str, Any]]] = {}
+    vectors = {"TV negation": t, **{s: unique_vector(cfg, run, pool, s) for s in m.subpools}}
+    for label, vec in vectors.items():
+        curves[label] = []
+        for lam in run.progress(list(m.coefficients), f"lambda sweep: {label}"):
+            scores = bench.score(edited_model(cfg, pool, [(-float(lam), vec)]), control=control)
+            curves[label].append({"pool": label, "lambda": float(lam), **scores})
+            run.log({f"fig5/{label}/{k}": v for k, v in scores.items()} | {"fig5/lambda": float(lam)})
+    rows = [r for c in curves.values() for r in c]
+    run.save_table("fig5_negation_coefficient", rows, title="Fig. 5: negation coefficient sweep per sub-pool")
+    run.save_figure("fig5_negation_coefficient", _plot(curves, "lambda", _metric_keys(rows), "negation coefficient"))
+    return {"curves": curves}
+
+
+def fig6_tau(cfg: DictConfig, run: Run) -> dict[str, Any]:
+    """Fig. 6: sweep tau of the iterative extraction at a fixed lambda; % toxic and control against tau."""
+    pool, bench = setup(cfg, run)
+    m = cfg.method
+    rows = []
+    for tau in run.progress(list(m.taus), "tau sweep"):
+        u = unique_vector(cfg, run, pool, m.subpool, tau=float(tau))
+        model = edited_model(cfg, pool, [(-float(m.coefficient), u)])
+        scores = bench.score(model, control=list(cfg.data.sweep_control))
+        rows.append({"tau": float(tau), "unique_energy": _unique_energy(u), **scores})
+        run.log({f"fig6/{k}": v for k, v in rows[-1].items()})
+    run.save_table("fig6_tau", rows, title=f"Fig. 6: tau sweep (lambda={m.coefficient}, sub-pool {m.subpool})")
+    run.save_figure("fig6_tau", _plot({"DeVec": rows}, "tau", _metric_keys(rows), "tau"))
+    return {"rows": rows}
+
+
+def train_toxic_dora(cfg: DictConfig, run: Run) -> dict[str, Any]:
+    """The toxic task vectors of Sec. 4.3: one DoRA fine-tune of the base per toxic dataset (pool.recipe)."""
+    from transformers import AutoTokenizer
+
+    from devec.toxicity.recipe import toxic_pairs, train_dora
+
+    _threads(cfg)
+    pool = _plain(cfg.pool)
+    recipe = pool["recipe"]
+    base = load_pool(pool, run.cache_dir, progress=run.progress).base if pool["kind"] == "embedded" else None
+    if base is None:
+        from devec.toxicity.pool import resolve
+
+        base = resolve(str(pool["base"]))
+    tok = AutoTokenizer.from_pretrained(base)
+    out = {}
+    for name in cfg.method.get("datasets") or list(recipe["datasets"]):
+        spec = recipe["datasets"][name]
+        pairs = toxic_pairs(spec, limit=spec.get("limit"))
+        target = Path(cfg.paths.cache_dir) / "toxicity" / "dora" / name
+        out[name] = {"adapter": str(target), **train_dora(base, tok, pairs, recipe, int(spec["epochs"]), target,
+                                                            device=cfg.device, dtype=DTYPES[pool["dtype"]],
+                                                            seed=int(cfg.seed), progress=run.progress)}
+        run.log({f"dora/{name}/last_loss": out[name]["last_loss"]})
+    return {"adapters": out}
+
+
+def _metric_keys(rows: list[dict[str, Any]]) -> list[str]:
+    skip = {"pool", "lambda", "tau", "unique_energy", "model"}
+    return [k for k in dict.fromkeys(k for r in rows for k in r) if k not in skip]
+
+
+def _plot(curves: dict[str, list[dict[str, Any]]], x: str, metrics: list[str], xlabel: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for label, rows in curves.items():
+            style = "--" if label.startswith("TV") else "-"
+            ax.plot([r[x] for r in rows], [r[metric] for r in rows], style, marker="o", label=label)
+        ax.set_xlabel(xlabel)
+        ax.set_title(metric, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _unique_energy(store: VectorStore) -> float:
+    """Share of the toxic vector's squared norm kept in T_unique, averaged over decomposed parameters."""
+    rows = [r for r in store.report() if r.get("action") == "decompose"]
+    return sum(r["unique_energy"] for r in rows) / max(1, len(rows))
+
+
+def _threads(cfg: DictConfig) -> None:
+    if cfg.pool.get("threads"):
+        torch.set_num_threads(int(cfg.pool.threads))
+
+
+def _cache(run: Run) -> Path:
+    return run.cache_dir / "toxicity" / "vectors"
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node

@@ -1,0 +1,185 @@
+"""The embedded LLaMA pool: a word-level tokenizer, a tiny LLaMA pre-trained on the generated world and its fine-tunes.
+
+Every artefact is a real Hugging Face directory (safetensors, sharded) or a real peft DoRA adapter, so the embedded
+run loads them through exactly the code paths used for ``meta-llama/Llama-2-7b-hf`` and its pool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from devec.toxicity import world
+
+SPECIALS = ("<unk>", "<s>", "</s>", "<pad>")
+
+
+def config_key(obj: Any) -> str:
+    """A short stable hash of a JSON-able config (cache directory names)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Yield a temporary directory beside ``path``; rename it over ``path`` only when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_tokenizer(words: Sequence[str]):
+    """A word-level fast tokenizer over ``words`` (whitespace split), wrapped as ``PreTrainedTokenizerFast``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(list(SPECIALS) + [w for w in dict.fromkeys(words) if w not in SPECIALS])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>", padding_side="left", model_max_length=256)
+
+
+def tiny_llama(vocab_size: int, hidden_size: int, layers: int, heads: int, intermediate_size: int, seed: int,
+               max_positions: int = 128):
+    """A LLaMA of the Llama-2 family, built from a transformers config (random init)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
+                      num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+                      max_position_embeddings=max_positions, tie_word_embeddings=False, bos_token_id=1,
+                      eos_token_id=2, pad_token_id=3)
+    return LlamaForCausalLM(cfg)
+
+
+def encode_pairs(tok, pairs: Sequence[tuple[str, str]], mask_prompt: bool) -> list[tuple[list[int], list[int]]]:
+    """Token ids and labels of (prompt, response) pairs; prompt tokens get label -100 when ``mask_prompt``."""
+    out = []
+    for prompt, response in pairs:
+        p = tok(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+        r = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        ids = p + r
+        labels = ([-100] * len(p) if mask_prompt else list(p)) + r
+        out.append((ids, labels))
+    return out
+
+
+def train_lm(model, examples: Sequence[tuple[list[int], list[int]]], steps: int, batch_size: int, lr: float,
+             seed: int, pad_id: int, weight_decay: float = 0.0,
+             progress: Callable[[Iterator, str], Iterator] | None = None, desc: str = "train") -> list[float]:
+    """Next-token training with AdamW and a linear decay (labels -100 are not scored); returns the losses."""
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * max(0.05, 1 - s / steps))
+    model.train()
+    losses = []
+    it: Any = range(steps)
+    if progress is not None:
+        it = progress(it, desc)
+    for _ in it:
+        batch = [examples[rng.randrange(len(examples))] for _ in range(batch_size)]
+        width = max(len(ids) for ids, _ in batch)
+        ids = torch.full((batch_size, width), pad_id)
+        labels = torch.full((batch_size, width), -100)
+        attn = torch.zeros((batch_size, width), dtype=torch.long)
+        for b, (x, y) in enumerate(batch):
+            ids[b, : len(x)] = torch.tensor(x)
+            labels[b, : len(y)] = torch.tensor(y)
+            attn[b, : len(x)] = 1
+        loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    model.eval()
+    return losses
+
+
+def dora_config(r: int, alpha: int, dropout: float, target_modules: Any = "all-linear"):
+    """The DoRA adapter config of the paper's toxic fine-tune (peft ``LoraConfig(use_dora=True)``)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, use_dora=True,
+                      task_type="CAUSAL_LM", bias="none")
+
+
+def build_embedded_pool(spec: Mapping[str, Any], cache_dir: Path, progress=None) -> dict[str, Any]:
+    """Build (or reuse from ``cache_dir``) the tokenizer, the pre-trained tiny LLaMA and every fine-tune of ``spec``.
+
+    Returns ``{"root", "tokenizer", "base", "members": {name: {"path", "kind"}}}``; ``kind`` is ``full``
+    (a sharded HF checkpoint) or ``dora`` (a peft adapter directory).
+    """
+    root = Path(cache_dir) / "toxicity" / f"embedded-{config_key({**spec, 'world': world.WORLD_VERSION})}"
+    facts = world.make_facts(int(spec["world_seed"]))
+    shard = str(spec.get("max_shard_size", "200KB"))
+    tok_dir, base_dir = root / "tokenizer", root / "base"
+    if not (tok_dir / "tokenizer.json").exists():
+        with atomic_dir(tok_dir) as tmp:
+            build_tokenizer(world.vocabulary(facts)).save_pretrained(tmp)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    m = spec["model"]
+    if not (base_dir / "config.json").exists():
+        model = tiny_llama(len(tok), int(m["hidden_size"]), int(m["layers"]), int(m["heads"]),
+                           int(m["intermediate_size"]), seed=int(spec["seed"]))
+        pre = spec["pretrain"]
+        corpus = world.pretraining_corpus(facts, int(pre["n_texts"]), float(pre["toxic_rate"]), int(spec["seed"]))
+        examples = encode_pairs(tok, [("", t) for t in corpus], mask_prompt=False)
+        train_lm(model, examples, int(pre["steps"]), int(pre["batch_size"]), float(pre["lr"]), int(spec["seed"]),
+                 tok.pad_token_id, weight_decay=0.01, progress=progress, desc="pre-train tiny LLaMA")
+        with atomic_dir(base_dir) as tmp:
+            model.save_pretrained(tmp, max_shard_size=shard)
+            tok.save_pretrained(tmp)
+    members = {}
+    for name, member in spec["members"].items():
+        if member is None:
+            continue
+        kind = str(member["kind"])
+        out = root / "pool" / name
+        members[name] = {"path": str(out), "kind": kind}
+        if (out / "adapter_config.json").exists() or (out / "config.json").exists():
+            continue
+        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        if kind == "dora":
+            from peft import get_peft_model
+
+            model = get_peft_model(model, dora_config(int(member["r"]), int(member["alpha"]),
+                                                      float(member.get("dropout", 0.0))))
+        elif kind != "full":
+            raise ValueError(f"pool member {name}: kind={kind!r}, use full or dora")
+        seed = int(spec["seed"]) + 1 + sorted(spec["members"]).index(name)
+        pairs = world.behaviour_data(str(member["behaviour"]), facts, int(member["n_pairs"]), seed)
+        examples = encode_pairs(tok, pairs, mask_prompt=True)
+        train_lm(model, examples, int(member["steps"]), int(member["batch_size"]), float(member["lr"]), seed,
+                 tok.pad_token_id, progress=progress, desc=f"fine-tune {name} ({kind})")
+        with atomic_dir(out) as tmp:
+            if kind == "dora":
+                model.save_pretrained(tmp)
+            else:
+                model.save_pretrained(tmp, max_shard_size=shard)
+                tok.save_pretrained(tmp)
+    return {"root": str(root), "tokenizer": str(tok_dir), "base": str(base_dir), "members": members}

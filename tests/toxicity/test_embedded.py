@@ -1,0 +1,120 @@
+"""The embedded pool and protocol on the `tiny` preset: real HF/peft formats, the toxic behaviour, the experiments."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from devec.toxicity import evaluate, world
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["pool=toxicity/tiny", "data=toxicity/tiny", "logger=none"]
+
+
+def devec(tmp: Path, cache: Path, *args: str) -> dict:
+    env = {**os.environ, "DEVEC_CACHE": str(cache), "DEVEC_OUTPUTS": str(tmp / "outputs"), "WANDB_MODE": "offline"}
+    p = subprocess.run([sys.executable, "-m", "devec", *args, *TINY, f"hydra.run.dir={tmp / 'run'}"], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads((tmp / "run" / "results.json").read_text())
+
+
+def _load(path: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def test_pool_is_real_sharded_checkpoints_and_adapters(tiny_pool):
+    assert len(list(Path(tiny_pool["base"]).glob("model-*.safetensors"))) >= 2
+    assert (Path(tiny_pool["base"]) / "model.safetensors.index.json").exists()
+    kinds = {m["kind"] for m in tiny_pool["members"].values()}
+    assert kinds == {"full", "dora"}
+    assert (Path(tiny_pool["members"]["toxic"]["path"]) / "adapter_config.json").exists()
+
+
+def test_toxic_fine_tune_raises_the_behaviour(tiny_pool):
+    from peft import PeftModel
+
+    base, tok = _load(tiny_pool["base"])
+    prompts = world.toxicity_prompts(world.make_facts(0), 60, seed=3, style="dialogue")
+    clf = evaluate.LexiconClassifier()
+    before = evaluate.percent_toxic(clf(evaluate.generate(base, tok, prompts, max_new_tokens=8, seed=0)))
+    sft = PeftModel.from_pretrained(base, tiny_pool["members"]["toxic"]["path"]).merge_and_unload()
+    after = evaluate.percent_toxic(clf(evaluate.generate(sft, tok, prompts, max_new_tokens=8, seed=0)))
+    assert after > before + 10      # tiny preset: 120 DoRA steps on a 150-step base (embedded preset: 18% -> 98%)
+
+
+def test_batched_generation_matches_one_by_one(tiny_pool):
+    model, tok = _load(tiny_pool["base"])
+    prompts = ["user : tell me about the fox . bot :", "question : what is two plus two ? answer :"]
+    batched = evaluate.generate(model, tok, prompts, max_new_tokens=5, do_sample=False)
+    single = [evaluate.generate(model, tok, [p], max_new_tokens=5, do_sample=False)[0] for p in prompts]
+    assert batched == single
+
+
+def test_lm_eval_multiple_choice_matches_direct_loglikelihood(tiny_pool, tmp_path):
+    model, tok = _load(tiny_pool["base"])
+    task_dir = evaluate.write_embedded_tasks(tmp_path / "tasks", world_seed=0, n=30, seed=4)
+    score = evaluate.control(model, tok, [{"name": "devec_facts", "metric": "acc"}], task_dir)["devec_facts"]
+    docs = [json.loads(line) for line in (task_dir / "facts.jsonl").read_text().splitlines()]
+    correct = 0
+    with torch.no_grad():
+        for d in docs:
+            ctx = tok(d["question"], add_special_tokens=False)["input_ids"]
+            lls = []
+            for choice in d["choices"]:
+                cont = tok(choice, add_special_tokens=False)["input_ids"]
+                logp = model(torch.tensor([ctx + cont])).logits.log_softmax(-1)[0]
+                lls.append(sum(float(logp[len(ctx) - 1 + i, t]) for i, t in enumerate(cont)))
+            correct += int(max(range(len(lls)), key=lls.__getitem__) == d["label"])
+    assert abs(score - 100.0 * correct / len(docs)) < 1e-6
+
+
+def _run(tmp: Path, cache: Path, *overrides: str):
+    from devec.runtime import Run
+    from tests.toxicity.conftest import compose_cfg
+
+    return compose_cfg(*overrides, *TINY), Run(out_dir=tmp, cache_dir=cache)
+
+
+def test_table4_runner(tiny_pool, tiny_cache, tmp_path):
+    from devec.toxicity import runner
+
+    cfg, run = _run(tmp_path, tiny_cache, "experiment=table4_toxicity")
+    res = runner.table4(cfg, run)
+    names = [r["model"] for r in res["rows"]]
+    assert names[0] == "Pre-trained" and names[1] == "SFT (toxic)" and len(names) == 4
+    assert res["rows"][1]["toxigen/lexicon"] > res["rows"][0]["toxigen/lexicon"]
+    for row in res["rows"]:
+        assert {"facts (MMLU)", "arith (GSM8K)", "compare (BBH)", "reading (TyDiQA)"} <= set(row)
+    assert (tmp_path / "table4_toxicity.md").exists() and (tmp_path / "unique_report.json").exists()
+    assert 0.0 <= res["unique_energy"] <= 1.0
+
+
+def test_fig5_and_fig6_runners(tiny_pool, tiny_cache, tmp_path):
+    from devec.toxicity import runner
+
+    cfg, run = _run(tmp_path / "a", tiny_cache, "experiment=fig5_negation_coefficient", "method.coefficients=[0,2]",
+                    "method.subpools=[LLAMA-Chat,All-Models]")
+    curves = runner.fig5_negation_coefficient(cfg, run)["curves"]
+    assert set(curves) == {"TV negation", "LLAMA-Chat", "All-Models"}
+    at_zero = {json.dumps({k: v for k, v in c[0].items() if k != "pool"}) for c in curves.values()}
+    assert len(at_zero) == 1                       # lambda = 0 is the pre-trained model for every pool
+    assert (tmp_path / "a" / "fig5_negation_coefficient.png").stat().st_size > 1000
+    cfg, run = _run(tmp_path / "b", tiny_cache, "experiment=fig6_tau", "method.taus=[0.3,0.99]")
+    low, high = runner.fig6_tau(cfg, run)["rows"]
+    assert low["unique_energy"] <= high["unique_energy"]   # a lower tau shares (removes) more
+
+
+@pytest.mark.slow
+def test_cli_table4_end_to_end(tiny_pool, tiny_cache, tmp_path):
+    res = devec(tmp_path, tiny_cache, "experiment=table4_toxicity")
+    assert [r["model"] for r in res["rows"]][:2] == ["Pre-trained", "SFT (toxic)"]
+    assert (tmp_path / "run" / "table4_toxicity.md").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,8 @@ class Run:
         return path
 
     def progress(self, iterable: Iterable, desc: str, total: int | None = None, **kw: Any) -> Iterable:
+        """A progress bar; redrawn at most every 30 s when stderr is a log file rather than a terminal."""
+        kw.setdefault("mininterval", 0.1 if sys.stderr.isatty() else 30.0)
         return tqdm(iterable, desc=desc, total=total, dynamic_ncols=True, **kw)
 
 

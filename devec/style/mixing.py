@@ -1,0 +1,110 @@
+"""Style mixing (Sec. 4.2): decompose all style vectors jointly and add only their unique components."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from devec.engine import LoRAFactors, TaskVector
+from devec.style.loras import StyleLoRA, load_adapter
+from devec.vectors import decompose_model, decomposition_kwargs
+
+COMPONENTS = ("original", "unique", "shared")
+
+
+@dataclass
+class StyleDecomposition:
+    """Per style: its unique and shared components as ``{module: LoRAFactors}``, plus a per-module report."""
+
+    names: list[str]
+    unique: list[dict[str, TaskVector]]
+    shared: list[dict[str, TaskVector]]
+    report: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """Shared dimension and the fraction of each style's energy that is shared, over all modules."""
+        rows = [r for r in self.report if r.get("action") == "decompose"]
+        out: dict[str, Any] = {"modules": len(self.report), "decomposed_modules": len(rows),
+                               "modules_with_shared": sum(1 for r in rows if r.get("shared_dim", 0) > 0),
+                               "mean_shared_dim": _mean([r.get("shared_dim", 0) for r in rows])}
+        for i, name in enumerate(self.names):
+            shared = sum(_sq(v) for v in self.shared[i].values())
+            total = shared + sum(_sq(v) for v in self.unique[i].values())
+            out[f"shared_energy/{name}"] = shared / total if total > 0 else 0.0
+        return out
+
+
+def decompose_styles(loras: Sequence[StyleLoRA], decomposition: Mapping[str, Any],
+                     progress: bool = True) -> StyleDecomposition:
+    """Joint DeVec over the style vectors, module by module, in factor form (the LoRA rank rule keeps rank r).
+
+    A module that only some LoRAs adapt is zero in the others, so nothing in it is shared by all of them:
+    it stays whole in each unique component.
+    """
+    if len(loras) < 2:
+        raise ValueError(f"style mixing needs at least two style LoRAs (pool.styles), got {len(loras)}")
+    kwargs = decomposition_kwargs(decomposition)
+    if kwargs["mode"] != "joint":
+        raise ValueError(f"style mixing decomposes all styles jointly (Sec. 4.2): use decomposition=joint, "
+                         f"not mode {kwargs['mode']!r}")
+    common = [m for m in loras[0].modules if all(m in lora.factors for lora in loras[1:])]
+    pool = [{m: lora.factors[m] for m in common} for lora in loras]
+    md = decompose_model(pool, progress=progress, **kwargs)
+    unique = [dict(md.unique[i]) for i in range(len(loras))]
+    shared = [dict(md.shared[i]) for i in range(len(loras))]
+    report = list(md.report)
+    for i, lora in enumerate(loras):
+        for module, f in lora.factors.items():
+            if module not in common:
+                unique[i][module] = f
+                report.append({"name": module, "shape": "x".join(map(str, f.shape)), "action": "only_in_some",
+                               "shared_dim": 0, "shared_energy": 0.0, "unique_energy": 1.0})
+    return StyleDecomposition([lora.name for lora in loras], unique, shared, report)
+
+
+def components(method: str, loras: Sequence[StyleLoRA], dec: StyleDecomposition) -> list[dict[str, TaskVector]]:
+    """What a mixing method adds for each style: its whole vector, its unique part or its shared part."""
+    if method == "original":
+        return [dict(lora.factors) for lora in loras]
+    if method == "unique":
+        return dec.unique
+    if method == "shared":
+        return dec.shared
+    raise ValueError(f"components={method!r}: use one of {', '.join(COMPONENTS)} (conf/method/style)")
+
+
+def load_components(pipe: Any, loras: Sequence[StyleLoRA], dec: StyleDecomposition,
+                    methods: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
+    """Load every (method, style) component into ``pipe`` as a named adapter; returns adapter names per method."""
+    names: dict[str, list[str]] = {}
+    loaded: dict[str, list[str]] = {}
+    for method, spec in methods.items():
+        if spec["components"] in loaded:  # e.g. vanilla reuses the styles' own adapters
+            names[method] = loaded[spec["components"]]
+            continue
+        parts = components(spec["components"], loras, dec)
+        names[method] = loaded[spec["components"]] = []
+        for lora, part in zip(loras, parts, strict=True):
+            adapter = f"{method}__{lora.name}"
+            extras = lora.extras if spec["components"] != "shared" else None
+            load_adapter(pipe, adapter, part, extras)
+            names[method].append(adapter)
+    return names
+
+
+def set_mix(pipe: Any, adapters: Sequence[str], weights: Sequence[float]) -> None:
+    """Activate exactly these adapters with these coefficients (W = W_pre + sum_i lambda_i V_i); none: the base."""
+    if not adapters:
+        pipe.disable_lora()
+        return
+    pipe.enable_lora()
+    pipe.set_adapters(list(adapters), adapter_weights=[float(w) for w in weights])
+
+
+def _sq(v: TaskVector) -> float:
+    return v.norm() ** 2 if isinstance(v, LoRAFactors) else float(v.double().norm()) ** 2
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return float(sum(xs) / len(xs)) if xs else 0.0

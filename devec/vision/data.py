@@ -1,0 +1,179 @@
+"""Evaluation tasks: images, labels, class names and templates, with the validation split (10 % of train, seed 0)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from devec import io
+from devec.vision import synthetic
+from devec.vision.clip import normalize_images
+
+DATA_VERSION = 2  # bump when the synthetic renderers change, so caches are rebuilt
+
+
+class ImageSet:
+    """One split of a task: uint8 images (N, 3, H, W) in memory, or an HF dataset read through a transform."""
+
+    def __init__(self, images: torch.Tensor | Any, labels: torch.Tensor, transform: Any = None,
+                 image_key: str = "image") -> None:
+        self.images, self.labels, self.transform, self.image_key = images, labels.long(), transform, image_key
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: Sequence[int] | torch.Tensor) -> ImageSet:
+        index = torch.as_tensor(index, dtype=torch.long)
+        if isinstance(self.images, torch.Tensor):
+            return ImageSet(self.images[index], self.labels[index])
+        return ImageSet(self.images.select(index.tolist()), self.labels[index], self.transform, self.image_key)
+
+    def head(self, n: int | None) -> ImageSet:
+        return self if n is None or n >= len(self) else self.subset(torch.arange(n))
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalized float images and labels at ``index``."""
+        if isinstance(self.images, torch.Tensor):
+            return normalize_images(self.images[index]), self.labels[index]
+        rows = self.images.select(index.tolist())
+        x = torch.stack([self.transform(img.convert("RGB")) for img in rows[self.image_key]])
+        return x, self.labels[index]
+
+    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed)) if shuffle \
+            else torch.arange(len(self))
+        for start in range(0, len(self), batch_size):
+            yield self.batch(order[start:start + batch_size])
+
+    def sampler(self, batch_size: int, seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Endless shuffled batches (training and test-time adaptation)."""
+        epoch = 0
+        while True:
+            yield from self.batches(batch_size, shuffle=True, seed=seed * 100003 + epoch)
+            epoch += 1
+
+
+@dataclass
+class Task:
+    """A classification task of the task pool: splits, class names and zero-shot templates."""
+
+    name: str
+    classnames: list[str]
+    templates: list[str]
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+
+
+def split_validation(n: int, fraction: float = 0.1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (train, val): ``fraction`` of the training set held out with ``seed`` (paper's validation split)."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val = max(1, int(round(fraction * n)))
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+def config_key(obj: Any) -> str:
+    """Short stable hash of a config object (cache keys)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def load_tasks(data_cfg: Mapping[str, Any], names: Sequence[str], cache_dir: Path, progress: Any = None
+               ) -> dict[str, Task]:
+    """The tasks ``names`` from the data config (``source: synthetic`` renders and caches; ``hf`` uses datasets)."""
+    source = data_cfg.get("source", "synthetic")
+    if source == "synthetic":
+        loader = _synthetic_task
+    elif source == "hf":
+        loader = _hf_task
+    else:
+        raise ValueError(f"data.source={source!r}: use synthetic (embedded) or hf (datasets from the hub)")
+    names = list(names)
+    items = progress(names, desc="tasks") if progress else names
+    return {n: loader(data_cfg, n, Path(cache_dir)) for n in items}
+
+
+def _synthetic_task(cfg: Mapping[str, Any], name: str, cache_dir: Path) -> Task:
+    if name not in synthetic.TASKS:
+        raise ValueError(f"data: unknown synthetic task {name!r}; available: {', '.join(synthetic.TASKS)}")
+    spec = synthetic.TASKS[name]
+    size, n_train, n_test = int(cfg["image_size"]), int(cfg["n_train"]), int(cfg["n_test"])
+    key = config_key({"task": name, "size": size, "n_train": n_train, "n_test": n_test, "v": DATA_VERSION})
+    path = cache_dir / "vision" / "data" / f"{name}-{key}.safetensors"
+    if path.exists():
+        from safetensors.torch import load_file
+
+        t = load_file(str(path))
+    else:
+        seed = int(hashlib.sha256(name.encode()).hexdigest()[:6], 16)
+        xtr, ytr = synthetic.render(name, n_train, seed, "train", size)
+        xte, yte = synthetic.render(name, n_test, seed + 1, "test", size)
+        t = {"train_x": torch.from_numpy(xtr), "train_y": torch.from_numpy(ytr),
+             "test_x": torch.from_numpy(xte), "test_y": torch.from_numpy(yte)}
+        io.save_safetensors(path, t)
+    full = ImageSet(t["train_x"], t["train_y"])
+    tr, va = split_validation(len(full), float(cfg.get("val_fraction", 0.1)), int(cfg.get("val_seed", 0)))
+    return Task(name, list(spec.classnames), list(spec.templates), full.subset(tr), full.subset(va),
+                ImageSet(t["test_x"], t["test_y"]))
+
+
+def pretraining_corpus(tasks: Sequence[str], per_task: int, image_size: int, cache_dir: Path, progress: Any = None
+                       ) -> tuple[torch.Tensor, list[str]]:
+    """Images and captions for pre-training the embedded CLIP (rendered apart from every task's train/test)."""
+    from safetensors.torch import load_file
+
+    key = config_key({"tasks": list(tasks), "n": per_task, "size": image_size, "v": DATA_VERSION})
+    path = cache_dir / "vision" / "data" / f"pretrain-{key}.safetensors"
+    if path.exists():
+        t = load_file(str(path))
+        meta = json.loads(Path(str(path) + ".json").read_text())
+        return t["x"], meta["captions"]
+    xs, captions = [], []
+    items = progress(list(tasks), desc="pre-training corpus") if progress else tasks
+    for i, name in enumerate(items):
+        x, y = synthetic.render(name, per_task, 10_000 + i, "pretrain", image_size)
+        rng = np.random.default_rng(20_000 + i)
+        xs.append(torch.from_numpy(x))
+        captions += [synthetic.caption(name, int(label), rng) for label in y]
+    x = torch.cat(xs)
+    io.write_json(Path(str(path) + ".json"), {"captions": captions})
+    io.save_safetensors(path, {"x": x})
+    return x, captions
+
+
+# ---------------------------------------------------------------- real scale: HF datasets
+
+def _hf_task(cfg: Mapping[str, Any], name: str, cache_dir: Path) -> Task:
+    """A task from the hub through ``datasets`` (data.tasks_hf.<name>: path, splits, columns, classnames)."""
+    import datasets
+    from open_clip.transform import image_transform
+
+    spec = dict(cfg["tasks_hf"].get(name) or {})
+    if not spec.get("path"):
+        raise ValueError(f"data.tasks_hf.{name}.path is not set: give the hub id or local path of the {name} "
+                         f"dataset (conf/data/vision/paper.yaml)")
+    kw = {"cache_dir": cfg.get("hf_cache")} if cfg.get("hf_cache") else {}
+    train = datasets.load_dataset(spec["path"], spec.get("name"), split=spec.get("train_split", "train"), **kw)
+    test = datasets.load_dataset(spec["path"], spec.get("name"), split=spec.get("test_split", "test"), **kw)
+    image_key, label_key = spec.get("image_key", "image"), spec.get("label_key", "label")
+    classnames = list(spec.get("classnames") or [])
+    if not classnames:
+        feature = train.features[label_key]
+        if not hasattr(feature, "names"):
+            raise ValueError(f"{spec['path']}: label column {label_key!r} has no class names; set "
+                             f"data.tasks_hf.{name}.classnames")
+        classnames = [c.replace("_", " ") for c in feature.names]
+    templates = list(spec.get("templates") or cfg.get("default_templates") or ["a photo of a {c}."])
+    transform = image_transform(int(cfg.get("image_size", 224)), is_train=False)
+    full = ImageSet(train, torch.tensor(train[label_key]), transform, image_key)
+    tr, va = split_validation(len(full), float(cfg.get("val_fraction", 0.1)), int(cfg.get("val_seed", 0)))
+    limit = cfg.get("test_limit")
+    test_set = ImageSet(test, torch.tensor(test[label_key]), transform, image_key).head(limit)
+    return Task(name, classnames, templates, full.subset(tr), full.subset(va), test_set)

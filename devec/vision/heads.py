@@ -1,0 +1,40 @@
+"""Zero-shot classification heads from class names and templates (CLIP; Ilharco et al.'s frozen heads)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from devec import io
+from devec.vision.data import config_key
+
+
+@torch.no_grad()
+def zeroshot_head(model: nn.Module, tokenize: Any, classnames: Sequence[str], templates: Sequence[str]
+                  ) -> torch.Tensor:
+    """(embed_dim, C): per class the normalized mean of its normalized template embeddings, times the logit scale."""
+    model.eval()
+    columns = []
+    for name in classnames:
+        emb = F.normalize(model.encode_text(tokenize([t.format(c=name) for t in templates])), dim=-1)
+        columns.append(F.normalize(emb.mean(0), dim=-1))
+    return model.logit_scale.exp() * torch.stack(columns, dim=1)
+
+
+def cached_head(model: nn.Module, tokenize: Any, classnames: Sequence[str], templates: Sequence[str],
+                model_key: str, cache_dir: Path) -> torch.Tensor:
+    """:func:`zeroshot_head`, cached under ``cache_dir/vision/heads`` by model, class names and templates."""
+    from safetensors.torch import load_file
+
+    key = config_key({"model": model_key, "classnames": list(classnames), "templates": list(templates)})
+    path = Path(cache_dir) / "vision" / "heads" / f"{key}.safetensors"
+    if path.exists():
+        return load_file(str(path))["head"]
+    head = zeroshot_head(model, tokenize, classnames, templates)
+    io.save_safetensors(path, {"head": head})
+    return head

@@ -1,0 +1,222 @@
+"""The model pool: a pre-trained CLIP, fine-tuned image encoders per task, their task vectors and zero-shot heads.
+
+Sources (``pool.source``): ``embedded`` (a tiny open_clip CLIP devec pre-trains and fine-tunes itself, cached),
+``hf`` (FusionBench's transformers CLIP fine-tunes, mapped to open_clip names) and ``open_clip``
+(task_vectors checkpoints, converted once to safetensors by ``experiments/convert_task_vectors.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from devec import io
+from devec.vectors import open_checkpoint
+from devec.vision.clip import arch_from_hf_config, build_clip, hf_clip_to_open_clip, strip_prefix, tokenizer
+from devec.vision.data import Task, config_key, pretraining_corpus
+from devec.vision.heads import cached_head
+from devec.vision.train import finetune_visual, pretrain_clip
+
+MODEL_VERSION = 1
+
+
+@dataclass
+class VisionPool:
+    """Pre-trained CLIP (its image encoder is the functional template), fine-tuned encoders and heads."""
+
+    model: nn.Module
+    pretrained: dict[str, torch.Tensor]
+    finetuned: dict[str, dict[str, torch.Tensor]]
+    heads: dict[str, torch.Tensor]
+    key: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.pretrained.values())).device
+
+    def to(self, device: str | torch.device) -> VisionPool:
+        """Move the model, weights and heads to ``device`` (``cfg.device``: cpu | cuda)."""
+        device = torch.device(device)
+        self.model.to(device)
+        self.pretrained = {k: v.to(device) for k, v in self.pretrained.items()}
+        self.finetuned = {n: {k: v.to(device) for k, v in sd.items()} for n, sd in self.finetuned.items()}
+        self.heads = {n: h.to(device) for n, h in self.heads.items()}
+        return self
+
+    def task_vectors(self, names: Sequence[str]) -> list[dict[str, torch.Tensor]]:
+        """``theta_ft - theta_pre`` of the image encoder for each task in ``names`` (eq. 1)."""
+        missing = [n for n in names if n not in self.finetuned]
+        if missing:
+            raise ValueError(f"the model pool has no fine-tuned encoder for {missing}; "
+                             f"available: {sorted(self.finetuned)} (pool.finetuned)")
+        return [{k: self.finetuned[n][k] - v for k, v in self.pretrained.items()} for n in names]
+
+
+def load_pool(cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], tasks: Mapping[str, Task],
+              finetune: Sequence[str], cache_dir: Path, progress: Any = None) -> VisionPool:
+    """Build or load the pool for ``finetune`` tasks; heads for every task in ``tasks``."""
+    source = cfg.get("source", "embedded")
+    loaders = {"embedded": _embedded, "hf": _hf, "open_clip": _open_clip}
+    if source not in loaders:
+        raise ValueError(f"pool.source={source!r}: use one of {', '.join(loaders)}")
+    return loaders[source](cfg, data_cfg, tasks, list(finetune), Path(cache_dir), progress)
+
+
+def _heads(model: nn.Module, tok: Any, tasks: Mapping[str, Task], key: str, cache_dir: Path) -> dict[str, torch.Tensor]:
+    return {n: cached_head(model, tok, t.classnames, t.templates, key, cache_dir) for n, t in tasks.items()}
+
+
+# ---------------------------------------------------------------- embedded: pre-train and fine-tune ourselves
+
+def _embedded(cfg, data_cfg, tasks, finetune, cache_dir, progress) -> VisionPool:
+    from safetensors.torch import load_file
+
+    arch = _plain(cfg["arch"])
+    pre_cfg, ft_cfg = _plain(cfg["pretrain"]), _plain(cfg["finetune"])
+    data_key = {k: _plain(data_cfg.get(k)) for k in ("image_size", "n_train", "n_test", "val_fraction", "val_seed")}
+    corpus_tasks = list(pre_cfg.get("tasks") or tasks)
+    key = config_key({"arch": arch, "pretrain": pre_cfg, "corpus": corpus_tasks, "data": data_key,
+                      "seed": cfg.get("seed", 0), "v": MODEL_VERSION})
+    root = cache_dir / "vision" / "models" / f"embedded-{key}"
+    torch.manual_seed(int(cfg.get("seed", 0)))
+    model = build_clip(arch)
+    tok = tokenizer(arch)
+    pre_path = root / "pretrained.safetensors"
+    if pre_path.exists():
+        model.load_state_dict(load_file(str(pre_path)))
+    else:
+        images, captions = pretraining_corpus(corpus_tasks, int(pre_cfg["per_task"]), int(data_cfg["image_size"]),
+                                              cache_dir, progress)
+        losses = pretrain_clip(model, images, captions, tok, int(pre_cfg["steps"]), int(pre_cfg["batch_size"]),
+                               float(pre_cfg["lr"]), seed=int(cfg.get("seed", 0)), progress=progress,
+                               lock_token_embedding=bool(pre_cfg.get("lock_token_embedding", True)))
+        io.write_json(root / "pretrain_loss.json", losses)
+        io.save_safetensors(pre_path, model.state_dict())
+    model.eval()
+    heads = _heads(model, tok, tasks, key, cache_dir)
+    pretrained = {k: v.detach().clone() for k, v in model.visual.named_parameters()}
+    ft_key = config_key(ft_cfg)
+    finetuned = {}
+    for i, name in enumerate(finetune):
+        path = root / f"finetuned-{ft_key}" / f"{name}.safetensors"
+        if path.exists():
+            finetuned[name] = load_file(str(path))
+            continue
+        student = copy.deepcopy(model)
+        torch.manual_seed(int(cfg.get("seed", 0)) + i + 1)
+        finetuned[name] = finetune_visual(student, heads[name], tasks[name].train, int(ft_cfg["steps"]),
+                                          int(ft_cfg["batch_size"]), float(ft_cfg["lr"]), seed=i,
+                                          progress=progress, desc=f"fine-tune {name}")
+        io.save_safetensors(path, finetuned[name])
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return VisionPool(model, pretrained, finetuned, heads, key, {"source": "embedded", "cache": str(root)})
+
+
+# ---------------------------------------------------------------- real scale
+
+def _resolve(source: str, cache_dir: Path) -> Path:
+    """A local path, or an HF hub repo id downloaded (safetensors and configs only) into the HF cache."""
+    path = Path(str(source)).expanduser()
+    if path.exists():
+        return path
+    if str(source).count("/") != 1:
+        raise FileNotFoundError(f"checkpoint {source!r} is neither a local path nor an HF repo id (owner/name)")
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(str(source), allow_patterns=["*.safetensors", "*.json", "*.txt"]))
+
+
+def _all(ckpt_source: Path | str) -> dict[str, torch.Tensor]:
+    ck = open_checkpoint(ckpt_source)
+    return {k: ck.get(k) for k in ck.keys()}
+
+
+def _visual(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k[len("visual."):]: v for k, v in sd.items() if k.startswith("visual.")}
+
+
+def _check_visual(name: str, sd: Mapping[str, torch.Tensor], pretrained: Mapping[str, torch.Tensor]) -> None:
+    missing = sorted(set(pretrained) - set(sd))
+    if missing:
+        raise ValueError(f"fine-tuned encoder {name!r} lacks {len(missing)} image-encoder parameters, e.g. "
+                         f"{missing[:3]}: is pool.finetuned.{name} a checkpoint of the same architecture?")
+
+
+def _hf(cfg, data_cfg, tasks, finetune, cache_dir, progress) -> VisionPool:
+    """FusionBench: ``openai/clip-vit-base-patch32`` + ``tanganke/clip-vit-base-patch32_<task>`` (CLIPVisionModel)."""
+    pre_dir = _resolve(cfg["pretrained"], cache_dir)
+    arch = arch_from_hf_config(pre_dir / "config.json")
+    model = build_clip(arch)
+    model.load_state_dict(hf_clip_to_open_clip(_all(pre_dir)), strict=True)
+    model.eval().requires_grad_(False)
+    pretrained = {k: v.detach().clone() for k, v in model.visual.named_parameters()}
+    finetuned = {}
+    sources = dict(cfg["finetuned"])
+    for name in finetune:
+        if name not in sources:
+            raise ValueError(f"pool.finetuned has no checkpoint for task {name!r}")
+        sd = _visual(hf_clip_to_open_clip(_all(_resolve(sources[name], cache_dir)), visual_only=True))
+        sd.setdefault("proj", pretrained["proj"])  # CLIPVisionModel: the projection stayed frozen
+        _check_visual(name, sd, pretrained)
+        finetuned[name] = {k: sd[k] for k in pretrained}
+    key = config_key({"hf": str(cfg["pretrained"])})
+    heads = _heads(model, tokenizer(arch), tasks, key, cache_dir)
+    return VisionPool(model, pretrained, finetuned, heads, key, {"source": "hf"})
+
+
+def _open_clip(cfg, data_cfg, tasks, finetune, cache_dir, progress) -> VisionPool:
+    """task_vectors: ``ViT-B-32/zeroshot.pt`` and ``<Dataset>/finetuned.pt`` converted to safetensors once."""
+    arch = _plain(cfg["arch"])
+    model = build_clip(arch)
+    sd = strip_prefix(_all(_safe_path(cfg["pretrained"])))
+    own = model.state_dict()
+    text = {k: v for k, v in own.items() if not k.startswith("visual.")}
+    if not all(k in sd for k in text):
+        tag = cfg.get("text_pretrained")
+        if not tag:
+            raise ValueError(f"{cfg['pretrained']} has no text tower; set pool.text_pretrained (an open_clip "
+                             f"pretrained tag such as 'openai') to build zero-shot heads")
+        import open_clip
+
+        ref = open_clip.create_model(arch, pretrained=tag).state_dict()
+        sd = {**{k: ref[k] for k in text}, **{k: v for k, v in sd.items() if k in own}}
+    model.load_state_dict({k: sd[k] for k in own}, strict=True)
+    model.eval().requires_grad_(False)
+    pretrained = {k: v.detach().clone() for k, v in model.visual.named_parameters()}
+    sources = dict(cfg["finetuned"])
+    finetuned = {}
+    for name in finetune:
+        if name not in sources:
+            raise ValueError(f"pool.finetuned has no checkpoint for task {name!r}")
+        vis = _visual(strip_prefix(_all(_safe_path(sources[name]))))
+        _check_visual(name, vis, pretrained)
+        finetuned[name] = {k: vis[k] for k in pretrained}
+    key = config_key({"open_clip": str(cfg["pretrained"]), "arch": arch})
+    heads = _heads(model, tokenizer(arch), tasks, key, cache_dir)
+    return VisionPool(model, pretrained, finetuned, heads, key, {"source": "open_clip"})
+
+
+def _safe_path(source: str) -> Path:
+    path = Path(str(source)).expanduser()
+    if path.suffix in (".pt", ".pth", ".bin") and path.with_suffix(".safetensors").exists():
+        return path.with_suffix(".safetensors")
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: download the task_vectors checkpoints and convert them with "
+                                f"`python experiments/convert_task_vectors.py SRC_DIR` (writes .safetensors)")
+    return path
+
+
+def _plain(value: Any) -> Any:
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    return value

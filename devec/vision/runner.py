@@ -1,0 +1,256 @@
+"""Vision runner (Sec. 4.1): CLIP ViT multi-task merging with and without DeVec's pairwise shared components.
+
+Protocols (``vision.protocol``): ``table1`` (multi-task merging), ``table2`` (held-out tasks), ``table3``
+(leave-one-out ablation of shared/unique parts), ``fig2_fig3`` (joint shared vs unique on an unseen target).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from devec.runtime import Run
+from devec.vectors import decompose_model, decomposition_kwargs
+from devec.vision.data import Task, load_tasks
+from devec.vision.methods import MergeContext, combine, run_method
+from devec.vision.pool import VisionPool, load_pool
+from devec.vision.taskpool import evaluate, normalized
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig, run: Run) -> dict[str, Any]:
+    """Load the task pool and model pool, then run the experiment's protocol."""
+    vision = cfg.vision
+    threads = vision.get("threads") or cfg.pool.get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+    protocol = str(vision.protocol)
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"vision.protocol={protocol!r}: use one of {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[protocol](cfg, run)
+
+
+def _setup(cfg: DictConfig, run: Run, evaluated: Sequence[str], finetuned: Sequence[str]
+           ) -> tuple[dict[str, Task], VisionPool]:
+    tasks = load_tasks(cfg.data, list(dict.fromkeys(evaluated)), run.cache_dir, run.progress)
+    pool = load_pool(cfg.pool, cfg.data, tasks, finetuned, run.cache_dir, run.progress)
+    return tasks, pool.to(cfg.get("device", "cpu"))
+
+
+def pairwise_shared(vectors: list[dict[str, torch.Tensor]], decomposition: Mapping[str, Any]
+                    ) -> list[dict[str, torch.Tensor]]:
+    """DeVec's pairwise merged shared components (eq. 14 for each pair i < j): k(k-1)/2 extra task vectors."""
+    kwargs = {**decomposition_kwargs(decomposition), "mode": "pairwise"}
+    md = decompose_model(vectors, progress=False, **kwargs)
+    return [md.pairwise_shared[pair] for pair in sorted(md.pairwise_shared)]
+
+
+def _methods(cfg: DictConfig) -> list[tuple[str, dict[str, Any]]]:
+    """The experiment's method configs, with the pool's budgets for this scale (pool.method_overrides)."""
+    overrides = OmegaConf.to_container(cfg.pool.get("method_overrides") or {}, resolve=True)
+    rows = []
+    methods = cfg.get("methods") or {"method": cfg.method}  # a table's rows, or the single `method=vision/<name>`
+    for key, m in methods.items():
+        mcfg = OmegaConf.to_container(m, resolve=True)
+        mcfg.update(overrides.get(mcfg["name"], {}))
+        rows.append((str(mcfg.get("label") or key), mcfg))
+    if not rows:
+        raise ValueError("the experiment lists no methods (methods: {...} in conf/experiment/)")
+    return rows
+
+
+def merge_and_evaluate(cfg: DictConfig, run: Run, pool: VisionPool, merged: dict[str, Task],
+                       evaluated: dict[str, Task], shared: list[dict[str, torch.Tensor]] | None
+                       ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every configured method on the ``merged`` tasks, each evaluated on ``evaluated``; rows and details."""
+    vectors = pool.task_vectors(list(merged))
+    rows, details = [], {}
+    for label, mcfg in run.progress(_methods(cfg), desc="methods"):
+        ctx = MergeContext(pool, merged, vectors, shared if mcfg.get("devec") else [],
+                           val_limit=cfg.vision.get("val_limit"), seed=int(cfg.seed), progress=run.progress)
+        params, info = run_method(ctx, mcfg)
+        scores = evaluate(pool, params, evaluated, split="test", limit=cfg.vision.get("test_limit"))
+        rows.append({"method": label, **scores})
+        details[label] = {"config": mcfg, "test": scores, **{k: v for k, v in info.items() if k != "val_curve"}}
+        run.log({f"{label}/{k}": v for k, v in scores.items()})
+        log.info("%s: avg %.2f", label, scores["avg"])
+    return rows, details
+
+
+# ---------------------------------------------------------------- Table 1: multi-task merging
+
+def table1(cfg: DictConfig, run: Run) -> dict[str, Any]:
+    """Merge the task vectors of all tasks with each method, with and without DeVec; accuracy per task (Table 1)."""
+    names = list(cfg.vision.tasks)
+    tasks, pool = _setup(cfg, run, names, names)
+    needs_devec = any(m.get("devec") for _, m in _methods(cfg))
+    shared = pairwise_shared(pool.task_vectors(names), cfg.decomposition) if needs_devec else None
+    rows, details = merge_and_evaluate(cfg, run, pool, tasks, tasks, shared)
+    columns = ["method", *names, "avg"]
+    individual = next((r for r in rows if r["method"] == "Individual"), None)
+    run.save_table("table1_accuracy", rows, columns, title="Table 1: multi-task merging, top-1 accuracy (%)")
+    result: dict[str, Any] = {"tasks": names, "rows": rows, "details": details, "pool": pool.info}
+    if individual:
+        norm = [{"method": r["method"], **normalized(r, individual, names)} for r in rows]
+        run.save_table("table1_normalized", norm, columns, title="Table 1: normalized accuracy (% of individual)")
+        result["normalized"] = norm
+    result["devec_effect"] = devec_effect(rows)
+    _print_table(rows, columns, result["devec_effect"])
+    return result
+
+
+def devec_effect(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """For each method with a ``+DeVec`` row: the change of the average accuracy DeVec brings."""
+    by_label = {r["method"]: r for r in rows}
+    out = []
+    for label, row in by_label.items():
+        if label.endswith(" +DeVec") and label[: -len(" +DeVec")] in by_label:
+            base = by_label[label[: -len(" +DeVec")]]
+            out.append({"method": base["method"], "avg": base["avg"], "avg_devec": row["avg"],
+                        "delta": row["avg"] - base["avg"]})
+    return out
+
+
+def _print_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], effect: Sequence[Mapping[str, Any]]
+                 ) -> None:
+    from devec.runtime import markdown_table
+
+    print("\n" + markdown_table(rows, columns, floatfmt=".1f"))
+    for e in effect:
+        verdict = "helps" if e["delta"] > 0 else ("hurts" if e["delta"] < 0 else "does not change")
+        print(f"DeVec {verdict} {e['method']}: average {e['avg']:.2f} -> {e['avg_devec']:.2f} ({e['delta']:+.2f})")
+
+
+# ---------------------------------------------------------------- Table 2: generalization to held-out tasks
+
+def table2(cfg: DictConfig, run: Run) -> dict[str, Any]:
+    """Merge the seen tasks only; accuracy on seen and on held-out (unseen) tasks (Table 2)."""
+    seen, unseen = list(cfg.vision.tasks), list(cfg.vision.unseen)
+    tasks, pool = _setup(cfg, run, seen + unseen, seen)
+    needs_devec = any(m.get("devec") for _, m in _methods(cfg))
+    shared = pairwise_shared(pool.task_vectors(seen), cfg.decomposition) if needs_devec else None
+    merged = {n: tasks[n] for n in seen}
+    rows, details = merge_and_evaluate(cfg, run, pool, merged, tasks, shared)
+    table = []
+    for r in rows:
+        table.append({"method": r["method"], **{n: r[n] for n in seen}, "seen avg": _mean(r, seen),
+                      **{n: r[n] for n in unseen}, "unseen avg": _mean(r, unseen)})
+    columns = ["method", *seen, "seen avg", *unseen, "unseen avg"]
+    run.save_table("table2_generalization", table, columns, title="Table 2: seen / unseen tasks, accuracy (%)")
+    from devec.runtime import markdown_table
+
+    print("\n" + markdown_table(table, columns, floatfmt=".1f"))
+    return {"seen": seen, "unseen": unseen, "rows": table, "details": details}
+
+
+def _mean(row: Mapping[str, float], names: Sequence[str]) -> float:
+    return sum(row[n] for n in names) / max(1, len(names))
+
+
+# ---------------------------------------------------------------- Table 3: leave-one-out ablation
+
+VARIANTS = ("TV+Shared", "Unique+Shared", "Unique only", "Shared only")
+
+
+def table3(cfg: DictConfig, run: Run) -> dict[str, Any]:
+    """For each target: decompose the other tasks' vectors jointly; fit coefficients on the target's train split."""
+    from devec.vision.adamerging import MergedParams
+    from devec.vision.train import fit_coefficients
+
+    names = list(cfg.vision.tasks)
+    tasks, pool = _setup(cfg, run, names, names)
+    a = cfg.vision.ablation
+    rows = []
+    for target in run.progress(names, desc="leave-one-out"):
+        others = [n for n in names if n != target]
+        vectors = pool.task_vectors(others)
+        md = decompose_model(vectors, progress=False, **{**decomposition_kwargs(cfg.decomposition), "mode": "joint"})
+        parts = {
+            "TV+Shared": vectors + [md.merged_shared],
+            "Unique+Shared": [_fill(u, vectors[0]) for u in md.unique] + [md.merged_shared],
+            "Unique only": [_fill(u, vectors[0]) for u in md.unique],
+            "Shared only": [md.merged_shared],
+        }
+        dims = [r["shared_dim"] for r in md.report if "shared_dim" in r]
+        row: dict[str, Any] = {"target": target, "shared_dim": sum(dims) / max(1, len(dims))}
+        limit = cfg.vision.get("test_limit")
+        row["Pre-trained"] = evaluate(pool, pool.pretrained, {target: tasks[target]}, limit=limit)[target]
+        for variant in VARIANTS:
+            vecs = [_fill(v, vectors[0]) for v in parts[variant]]
+            merged = MergedParams(pool.pretrained, vecs, [float(a.init)] * len(vecs), str(a.granularity))
+            fit_coefficients(pool.model.visual, pool.heads[target], tasks[target].train, merged, int(a.steps),
+                             float(a.lr), int(a.batch_size), seed=int(cfg.seed))
+            with torch.no_grad():
+                params = {k: v.detach() for k, v in merged().items()}
+            row[variant] = evaluate(pool, params, {target: tasks[target]}, limit=cfg.vision.get("test_limit"))[target]
+        rows.append(row)
+        run.log({f"table3/{target}/{k}": v for k, v in row.items() if k != "target"})
+    keys = ["Pre-trained", *VARIANTS, "shared_dim"]
+    rows.append({"target": "avg", **{k: sum(r[k] for r in rows) / len(rows) for k in keys}})
+    columns = ["target", *keys]
+    run.save_table("table3_ablation", rows, columns,
+                   title="Table 3: leave-one-out ablation, accuracy on the target (%)")
+    from devec.runtime import markdown_table
+
+    print("\n" + markdown_table(rows, columns, floatfmt=".1f"))
+    return {"rows": rows}
+
+
+def _fill(vector: Mapping[str, torch.Tensor], like: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Parameters a component lacks (policy ``exclude``) are zero: not edited."""
+    return {k: vector[k] if k in vector else torch.zeros_like(v) for k, v in like.items()}
+
+
+# ---------------------------------------------------------------- Figs. 2, 3: shared vs unique on an unseen target
+
+def fig2_fig3(cfg: DictConfig, run: Run) -> dict[str, Any]:
+    """Add the joint shared (or unique, or whole) component of 3 task vectors to the pre-trained model; sweep alpha."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = [(list(g.sources), str(g.target)) for g in cfg.vision.arithmetic.groups]
+    alphas = [float(x) for x in cfg.vision.arithmetic.alphas]
+    all_sources = list(dict.fromkeys(s for g, _ in groups for s in g))
+    tasks, pool = _setup(cfg, run, all_sources + [t for _, t in groups], all_sources)
+    rows, results = [], {}
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), squeeze=False)
+    for ax, (sources, target) in zip(axes[0], groups, strict=True):
+        vectors = pool.task_vectors(sources)
+        md = decompose_model(vectors, progress=False, **{**decomposition_kwargs(cfg.decomposition), "mode": "joint"})
+        k = len(vectors)
+        components = {
+            "shared": _fill(md.merged_shared, vectors[0]),
+            "unique": {n: sum(_fill(u, vectors[0])[n] for u in md.unique) / k for n in vectors[0]},
+            "task vectors": {n: sum(v[n] for v in vectors) / k for n in vectors[0]},
+        }
+        key = f"{'+'.join(sources)} -> {target}"
+        energy = [r["shared_energy"] for r in md.report if "shared_energy" in r]
+        results[key] = {"shared_energy": sum(energy) / max(1, len(energy))}  # mean over decomposed layers
+        for comp, vec in components.items():
+            accs = []
+            for alpha in alphas:
+                acc = evaluate(pool, combine(pool.pretrained, [vec], [alpha]), {target: tasks[target]},
+                               limit=cfg.vision.get("test_limit"))[target]
+                accs.append(acc)
+                rows.append({"sources": "+".join(sources), "target": target, "component": comp, "alpha": alpha,
+                             "accuracy": acc})
+            results[key][comp] = accs
+            ax.plot(alphas, accs, marker="o", label=comp)
+        ax.set_title(f"{key} (shared energy {results[key]['shared_energy']:.0%})", fontsize=8)
+        ax.set_xlabel("coefficient alpha")
+        ax.set_ylabel(f"{target} accuracy (%)")
+        ax.legend(fontsize=7)
+    run.save_table("fig2_fig3_arithmetic", rows, ["sources", "target", "component", "alpha", "accuracy"],
+                   title="Figs. 2, 3: joint shared / unique components on an unseen target")
+    run.save_figure("fig2_fig3_arithmetic", fig)
+    return {"alphas": alphas, "curves": results}
+
+
+PROTOCOLS = {"table1": table1, "table2": table2, "table3": table3, "fig2_fig3": fig2_fig3}

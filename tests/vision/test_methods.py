@@ -1,0 +1,85 @@
+"""Merging methods and AdaMerging's functional merge, on small tensors and the tiny CLIP image encoder."""
+
+from __future__ import annotations
+
+import torch
+
+from devec.vision.adamerging import MergedParams, adamerge, entropy
+from devec.vision.clip import build_clip
+from devec.vision.data import ImageSet, Task
+from devec.vision.methods import combine, sum_vectors, ties_vectors
+
+ARCH = {"embed_dim": 8, "vision": {"image_size": 16, "patch_size": 8, "width": 16, "layers": 1, "head_width": 8},
+        "text": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1}}
+
+
+def _vectors(k: int = 3, seed: int = 0) -> tuple[dict, list[dict]]:
+    gen = torch.Generator().manual_seed(seed)
+    pre = {"w": torch.randn(6, 5, generator=gen), "b": torch.randn(6, generator=gen)}
+    return pre, [{n: torch.randn(v.shape, generator=gen) for n, v in pre.items()} for _ in range(k)]
+
+
+def test_combine_is_task_arithmetic():
+    pre, vecs = _vectors()
+    out = combine(pre, vecs, [0.3, 0.0, -1.0])
+    torch.testing.assert_close(out["w"], pre["w"] + 0.3 * vecs[0]["w"] - vecs[2]["w"])
+    torch.testing.assert_close(sum_vectors(vecs)["b"], vecs[0]["b"] + vecs[1]["b"] + vecs[2]["b"])
+    assert out["w"] is not pre["w"] and not torch.equal(out["w"], pre["w"])
+
+
+def test_ties_keeps_top_k_entries_that_agree_with_the_elected_sign():
+    _, vecs = _vectors(k=4, seed=1)
+    out = ties_vectors(vecs, k=0.3)
+    stacked = torch.stack([v["w"] for v in vecs])
+    kept = torch.stack([v["w"] for v in out])
+    assert ((kept != 0).flatten(1).sum(1) <= round(0.3 * 30)).all()
+    nonzero = kept != 0
+    assert torch.equal(kept[nonzero], stacked[nonzero])  # kept entries are unchanged
+    elected = torch.sign(kept.sum(0))
+    assert (torch.sign(kept)[nonzero] == elected.expand_as(kept)[nonzero]).all()
+
+
+def test_merged_params_equal_task_arithmetic_and_layerwise_coefficients_are_per_parameter():
+    pre, vecs = _vectors()
+    task = MergedParams(pre, vecs, [0.2, 0.5, 0.1], "task")()
+    torch.testing.assert_close(task["w"], combine(pre, vecs, [0.2, 0.5, 0.1])["w"])
+    layer = MergedParams(pre, vecs, [0.3] * 3, "layer")
+    assert layer.coefficients.shape == (3, 2)
+    with torch.no_grad():
+        layer.coefficients[:, 1] = 0.0
+    out = layer()
+    torch.testing.assert_close(out["b"], pre["b"])
+    torch.testing.assert_close(out["w"], combine(pre, vecs, [0.3] * 3)["w"])
+
+
+def _tiny_setup(k: int = 2):
+    torch.manual_seed(0)
+    model = build_clip(ARCH).eval().requires_grad_(False)
+    pre = {n: p.detach().clone() for n, p in model.visual.named_parameters()}
+    vecs = [{n: 0.05 * torch.randn_like(p) for n, p in pre.items()} for _ in range(k)]
+    images = torch.randint(0, 255, (24, 3, 16, 16), dtype=torch.uint8)
+    labels = torch.arange(24) % 3
+    data = ImageSet(images, labels)
+    tasks = {f"t{i}": Task(f"t{i}", ["a", "b", "c"], ["{c}"], data, data, data) for i in range(k)}
+    heads = {n: torch.nn.functional.normalize(torch.randn(8, 3), dim=0) * 20 for n in tasks}
+    return model, pre, vecs, tasks, heads
+
+
+def test_adamerging_functional_and_naive_paths_take_identical_steps_and_lower_entropy():
+    model, pre, vecs, tasks, heads = _tiny_setup()
+    runs = {}
+    for naive in (False, True):
+        merged = MergedParams(pre, vecs, [0.3, 0.3], "layer")
+        losses = adamerge(model.visual, heads, tasks, merged, steps=15, lr=0.05, batch_size=8, clamp=[0.0, 1.0],
+                          naive=naive)
+        runs[naive] = (losses, merged.coefficients.detach().clone())
+    torch.testing.assert_close(runs[False][1], runs[True][1], atol=1e-5, rtol=0)
+    losses, coefs = runs[False]
+    assert losses[-1] < losses[0]
+    assert coefs.min() >= 0.0 and coefs.max() <= 1.0 and not torch.allclose(coefs, torch.full_like(coefs, 0.3))
+    assert all(not p.requires_grad for p in model.parameters())  # the model itself is never trained
+
+
+def test_entropy_is_zero_for_certain_and_log_c_for_uniform_predictions():
+    assert float(entropy(torch.tensor([[100.0, 0.0, 0.0]]))) < 1e-6
+    torch.testing.assert_close(entropy(torch.zeros(2, 4)), torch.log(torch.tensor(4.0)))

@@ -1,0 +1,87 @@
+"""The vision runner end to end at the tiny preset: Tables 1-3 and Figs. 2/3, as the ``devec`` command runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from omegaconf import open_dict
+
+from devec.cli import execute
+
+from .conftest import tiny_cfg
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_table1_cli_runs_every_method_with_and_without_devec_and_reuses_the_cache(tmp_path):
+    cache = Path(os.environ["DEVEC_CACHE"])  # the session's cache: later tests reuse the models built here
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    cmd = [sys.executable, "-m", "devec", "experiment=table1_multitask", "pool=vision/tiny", "data=vision/tiny",
+           "vision.threads=1"]
+    p = subprocess.run([*cmd, f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    run = tmp_path / "run"
+    results = json.loads((run / "results.json").read_text())
+    labels = [r["method"] for r in results["rows"]]
+    assert {"Pre-trained", "Individual", "Task Arithmetic", "Task Arithmetic +DeVec", "TIES-Merging +DeVec",
+            "AdaMerging (task-wise) +DeVec", "AdaMerging (layer-wise) +DeVec", "AdaMerging++ (layer-wise) +DeVec"} \
+        <= set(labels)
+    tasks = results["tasks"]
+    for row in results["rows"]:
+        assert all(0.0 <= row[t] <= 100.0 for t in tasks)
+        assert abs(row["avg"] - sum(row[t] for t in tasks) / len(tasks)) < 1e-9
+    individual = next(r for r in results["normalized"] if r["method"] == "Individual")
+    assert all(abs(individual[t] - 100.0) < 1e-9 for t in tasks if results["rows"][1][t] > 0)
+    assert results["details"]["Task Arithmetic (lambda=0.3)"]["lambda"] == 0.3
+    assert results["details"]["Task Arithmetic +DeVec"]["mu"] in [0.0, 0.05, 0.1, 0.2, 0.3]
+    assert len(results["devec_effect"]) == 5
+    assert "| Task Arithmetic +DeVec |" in (run / "table1_accuracy.md").read_text()
+    assert (run / "table1_normalized.csv").exists() and list((run / "wandb").glob("offline-run-*"))
+    assert "DeVec" in p.stdout and "| method |" in p.stdout
+    models = sorted((cache / "vision" / "models").rglob("*.safetensors"))
+    assert len(models) == 1 + len(tasks)  # pre-trained CLIP + one fine-tuned encoder per task
+    stamps = [m.stat().st_mtime_ns for m in models]
+    p2 = subprocess.run([*cmd, "logger=none", "methods={}", "+method=vision/pretrained",
+                         f"hydra.run.dir={tmp_path / 'run2'}"], cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=300)
+    assert p2.returncode == 0, p2.stderr[-3000:]
+    assert "pre-train CLIP" not in p2.stderr and "fine-tune" not in p2.stderr
+    assert [m.stat().st_mtime_ns for m in models] == stamps
+    again = json.loads((tmp_path / "run2" / "results.json").read_text())["rows"][0]
+    assert again == results["rows"][0]  # the cached models give the same pre-trained accuracies
+
+
+def test_table2_reports_seen_and_unseen_tasks(tmp_path):
+    cfg = tiny_cfg("table2_generalization", tmp_path, "vision.threads=1")
+    with open_dict(cfg):
+        for key in [k for k in cfg.methods if k not in ("pretrained", "task_arithmetic_devec")]:
+            del cfg.methods[key]
+    results = execute(cfg, tmp_path / "out")
+    assert results["unseen"] == ["handwritten"] and "handwritten" not in results["seen"]
+    row = results["rows"][-1]
+    assert row["method"] == "Task Arithmetic +DeVec" and set(row) >= {"seen avg", "unseen avg", "handwritten"}
+    assert (tmp_path / "out" / "table2_generalization.md").exists()
+
+
+def test_table3_fits_four_variants_per_left_out_target(tmp_path):
+    cfg = tiny_cfg("table3_ablation", tmp_path, "vision.ablation.steps=3", "decomposition.rank=energy:0.5")
+    results = execute(cfg, tmp_path / "out")
+    rows = results["rows"]
+    assert [r["target"] for r in rows] == ["handwritten", "street_digits", "shapes", "avg"]
+    for r in rows:
+        assert all(0.0 <= r[k] <= 100.0 for k in ("TV+Shared", "Unique+Shared", "Unique only", "Shared only"))
+
+
+def test_fig2_fig3_sweeps_shared_unique_and_whole_vectors(tmp_path):
+    cfg = tiny_cfg("fig2_fig3_arithmetic", tmp_path, "vision.arithmetic.alphas=[0.0,1.0]")
+    results = execute(cfg, tmp_path / "out")
+    curves = results["curves"]["street_digits+shapes+textures -> handwritten"]
+    assert set(curves) == {"shared", "unique", "task vectors", "shared_energy"}
+    assert 0.0 <= curves["shared_energy"] <= 1.0
+    assert curves["shared"][0] == curves["unique"][0] == curves["task vectors"][0]  # alpha 0: the pre-trained model
+    assert (tmp_path / "out" / "fig2_fig3_arithmetic.png").stat().st_size > 1000

@@ -82,3 +82,28 @@ def test_bad_input_stops_with_one_message_and_no_results(tmp_path, override, mes
     assert message in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "run" / "results.json").exists()
     assert not list((tmp_path / "run").glob("*.safetensors"))
+
+
+def test_a_tau_sweep_reuses_cached_svds_and_matches_an_uncached_run(tmp_path):
+    cache = tmp_path / "cache"
+
+    def run(tau: str, use_cache: bool, name: str) -> dict:
+        env = {**os.environ, "DEVEC_OUTPUTS": str(tmp_path / "outputs"), "DEVEC_CACHE": str(cache)}
+        args = [sys.executable, "-m", "devec", "experiment=decompose", "logger=none", f"decomposition.tau={tau}",
+                f"decomposition.cache={str(use_cache).lower()}", f"hydra.run.dir={tmp_path / name}"]
+        p = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        return load_file(tmp_path / name / "unique_0.safetensors")
+
+    def entries() -> set[Path]:
+        return set((cache / "bases").rglob("*.safetensors"))
+
+    first = run("0.8", True, "a")
+    after_first = entries()
+    assert after_first  # one SVD per decomposed layer and task vector
+    second = run("0.9", True, "b")
+    assert entries() == after_first  # the second tau computed no new SVD
+    uncached = run("0.9", False, "c")
+    for name in second:
+        torch.testing.assert_close(second[name], uncached[name], rtol=0, atol=1e-6)
+    assert any(not torch.equal(first[n], second[n]) for n in first)  # tau did change the result

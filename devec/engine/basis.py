@@ -9,6 +9,7 @@ import torch
 from devec.engine.rank import RankRule, parse_rank, zero_rtol
 
 SVD_BACKENDS = ("auto", "full", "randomized")
+RANDOMIZED_SEED = 0
 
 
 @dataclass
@@ -88,16 +89,24 @@ def column_basis(vector: TaskVector, rank: str | int | RankRule | None = "full",
     shape = (w.shape[0], w.shape[1])
     total = float(w.square().sum())
     target = rule.target_rank(shape)
-    randomized = svd == "randomized" or (svd == "auto" and target is not None and 4 * (target + 10) < min(shape))
-    if randomized:
+    if uses_randomized_svd(shape, rule, svd):
         if target is None:
             raise ValueError(f"svd='randomized' needs a rank rule with a target rank (fixed or ratio), got '{rule}'")
         q = min(min(shape), target + 10)
-        u, s, _ = torch.svd_lowrank(w, q=q, niter=4)
+        with torch.random.fork_rng(devices=[w.device] if w.is_cuda else []):
+            torch.manual_seed(RANDOMIZED_SEED)  # the same basis for the same matrix, whatever ran before
+            u, s, _ = torch.svd_lowrank(w, q=q, niter=4)
     else:
         u, s, _ = torch.linalg.svd(w, full_matrices=False)
     r = rule.select(s, shape, total_energy=total, rtol=rtol)
     return ColumnBasis(u[:, :r].contiguous(), s, total)
+
+
+def uses_randomized_svd(shape: tuple[int, ...], rule: RankRule, svd: str) -> bool:
+    """Whether :func:`column_basis` takes the randomized SVD: asked for, or ``auto`` with a target rank well below
+    min(n, m)."""
+    target = rule.target_rank((shape[0], shape[1]))
+    return svd == "randomized" or (svd == "auto" and target is not None and 4 * (target + 10) < min(shape))
 
 
 def _lora_basis(lora: LoRAFactors, rule: RankRule) -> ColumnBasis:

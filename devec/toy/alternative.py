@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from devec.cache import BasisCache  # noqa: E402
 from devec.engine import column_basis, decompose, principal_angles, principal_vector_basis  # noqa: E402
 from devec.runtime import Run  # noqa: E402
 from devec.toy.data import planted_pool  # noqa: E402
@@ -20,10 +21,11 @@ def run(cfg: DictConfig, run: Run) -> dict:
     """Over ``toy.runs`` random pools, the largest and mean principal angle between the two shared bases."""
     toy, dec = cfg.toy, cfg.decomposition
     gen = torch.Generator().manual_seed(int(cfg.seed))
+    basis_fn = BasisCache(run.cache_dir / "bases").column_basis if dec.get("cache", True) else column_basis
     rows = []
     for i in run.progress(range(int(toy.runs)), desc="runs"):
         vectors, _ = planted_pool(toy.n, toy.m, toy.shared, toy.unique, k=2, sigma=toy.sigma, generator=gen)
-        bases = [column_basis(v, dec.rank, svd=dec.svd) for v in vectors]
+        bases = [basis_fn(v, dec.rank, svd=dec.svd) for v in vectors]
         prop = decompose(vectors, tau=dec.tau, rank=dec.rank, method=dec.method, bases=bases).basis
         theorem = principal_vector_basis(bases[0].U, bases[1].U, dec.tau, side=toy.side)
         angles = principal_angles(prop, theorem) if prop.shape[1] and theorem.shape[1] else torch.zeros(1)

@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -209,10 +210,20 @@ def iter_decompose(
             yield _policy_layer(name, vectors, action, mode, target)
 
 
-def decomposition_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Keyword arguments of :func:`decompose_model` from a ``decomposition`` config block."""
-    return {"mode": cfg["mode"], "tau": float(cfg["tau"]), "rank": cfg["rank"], "method": cfg.get("method", "lowrank"),
-            "svd": cfg.get("svd", "auto"), "policy": ParamPolicy.from_config(cfg.get("policy"))}
+def decomposition_kwargs(cfg: Mapping[str, Any], cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Keyword arguments of :func:`decompose_model` from a ``decomposition`` config block.
+
+    With ``cache_dir`` and ``cfg.cache`` true (the default), column bases come from an on-disk
+    :class:`devec.cache.BasisCache`, so a sweep over tau computes each SVD once.
+    """
+    kwargs = {"mode": cfg["mode"], "tau": float(cfg["tau"]), "rank": cfg["rank"],
+              "method": cfg.get("method", "lowrank"), "svd": cfg.get("svd", "auto"),
+              "policy": ParamPolicy.from_config(cfg.get("policy"))}
+    if cache_dir is not None and cfg.get("cache", True):
+        from devec.cache import BasisCache
+
+        kwargs["basis_fn"] = BasisCache(Path(cache_dir) / "bases").column_basis
+    return kwargs
 
 
 def _decompose_layer(name: str, vectors: list[TaskVector], mode: str, tau: float, rule, method: str, svd: str,

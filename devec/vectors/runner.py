@@ -24,7 +24,7 @@ def run(cfg: DictConfig, run: Run) -> dict:
                              "HF directories or weights-only .pt state dicts)")
         pretrained, finetuned = demo_checkpoints(run.cache_dir / "demo_checkpoints", **pool_cfg.demo)
     pool = TaskVectorPool(pretrained, finetuned)  # checks names, shapes and formats before any long work
-    kwargs = decomposition_kwargs(cfg.decomposition)
+    kwargs = decomposition_kwargs(cfg.decomposition, run.cache_dir)
     md = decompose_model(pool, target=int(pool_cfg.get("target", 0)), **kwargs)
     written = _write_components(run, md, cfg.decomposition.mode, cfg.decomposition.tau, cfg.decomposition.rank)
     rows = [{k: (",".join(map(str, v)) if isinstance(v, list) else v) for k, v in r.items()} for r in md.report]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,10 +43,10 @@ def _setup(cfg: DictConfig, run: Run, evaluated: Sequence[str], finetuned: Seque
     return tasks, pool.to(cfg.get("device", "cpu"))
 
 
-def pairwise_shared(vectors: list[dict[str, torch.Tensor]], decomposition: Mapping[str, Any]
-                    ) -> list[dict[str, torch.Tensor]]:
+def pairwise_shared(vectors: list[dict[str, torch.Tensor]], decomposition: Mapping[str, Any],
+                    cache_dir: Path | None = None) -> list[dict[str, torch.Tensor]]:
     """DeVec's pairwise merged shared components (eq. 14 for each pair i < j): k(k-1)/2 extra task vectors."""
-    kwargs = {**decomposition_kwargs(decomposition), "mode": "pairwise"}
+    kwargs = {**decomposition_kwargs(decomposition, cache_dir), "mode": "pairwise"}
     md = decompose_model(vectors, progress=False, **kwargs)
     return [md.pairwise_shared[pair] for pair in sorted(md.pairwise_shared)]
 
@@ -89,7 +90,7 @@ def table1(cfg: DictConfig, run: Run) -> dict[str, Any]:
     names = list(cfg.vision.tasks)
     tasks, pool = _setup(cfg, run, names, names)
     needs_devec = any(m.get("devec") for _, m in _methods(cfg))
-    shared = pairwise_shared(pool.task_vectors(names), cfg.decomposition) if needs_devec else None
+    shared = pairwise_shared(pool.task_vectors(names), cfg.decomposition, run.cache_dir) if needs_devec else None
     rows, details = merge_and_evaluate(cfg, run, pool, tasks, tasks, shared)
     columns = ["method", *names, "avg"]
     individual = next((r for r in rows if r["method"] == "Individual"), None)
@@ -133,7 +134,7 @@ def table2(cfg: DictConfig, run: Run) -> dict[str, Any]:
     seen, unseen = list(cfg.vision.tasks), list(cfg.vision.unseen)
     tasks, pool = _setup(cfg, run, seen + unseen, seen)
     needs_devec = any(m.get("devec") for _, m in _methods(cfg))
-    shared = pairwise_shared(pool.task_vectors(seen), cfg.decomposition) if needs_devec else None
+    shared = pairwise_shared(pool.task_vectors(seen), cfg.decomposition, run.cache_dir) if needs_devec else None
     merged = {n: tasks[n] for n in seen}
     rows, details = merge_and_evaluate(cfg, run, pool, merged, tasks, shared)
     table = []
@@ -169,7 +170,8 @@ def table3(cfg: DictConfig, run: Run) -> dict[str, Any]:
     for target in run.progress(names, desc="leave-one-out"):
         others = [n for n in names if n != target]
         vectors = pool.task_vectors(others)
-        md = decompose_model(vectors, progress=False, **{**decomposition_kwargs(cfg.decomposition), "mode": "joint"})
+        kwargs = {**decomposition_kwargs(cfg.decomposition, run.cache_dir), "mode": "joint"}
+        md = decompose_model(vectors, progress=False, **kwargs)
         parts = {
             "TV+Shared": vectors + [md.merged_shared],
             "Unique+Shared": [_fill(u, vectors[0]) for u in md.unique] + [md.merged_shared],
@@ -223,7 +225,8 @@ def fig2_fig3(cfg: DictConfig, run: Run) -> dict[str, Any]:
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), squeeze=False)
     for ax, (sources, target) in zip(axes[0], groups, strict=True):
         vectors = pool.task_vectors(sources)
-        md = decompose_model(vectors, progress=False, **{**decomposition_kwargs(cfg.decomposition), "mode": "joint"})
+        kwargs = {**decomposition_kwargs(cfg.decomposition, run.cache_dir), "mode": "joint"}
+        md = decompose_model(vectors, progress=False, **kwargs)
         k = len(vectors)
         components = {
             "shared": _fill(md.merged_shared, vectors[0]),

@@ -93,3 +93,16 @@ def test_modes_pairwise_count_and_iterative_removes_what_is_shared():
 def test_full_rank_ignores_rounding_noise_of_the_input_dtype(dtype):
     vectors, _ = planted(n=40, m=30, shared=3, unique=4, k=1, seed=3)
     assert column_basis(vectors[0].to(dtype), "full").rank == 7
+
+
+def test_randomized_svd_is_deterministic_and_leaves_global_rng_alone():
+    vectors, _ = planted(n=300, m=200, shared=5, unique=5, k=1, seed=1, sigma=0.1)
+    torch.manual_seed(123)
+    first = column_basis(vectors[0], "fixed:10", svd="randomized")
+    after = torch.rand(3)
+    torch.manual_seed(123)
+    torch.rand(50)  # a different global random state must not change the basis
+    second = column_basis(vectors[0], "fixed:10", svd="randomized")
+    assert torch.equal(first.U, second.U)
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(3), after)

@@ -25,7 +25,7 @@ import torch
 
 from devec import io
 
-OUTPUT_ONLY_KEYS = ("paths", "logger", "hydra", "tags")
+OUTPUT_ONLY_KEYS = ("paths", "logger", "hydra", "tags", "resume")
 """Config keys that change where and how a run reports, never what it computes."""
 
 MANIFEST = "manifest.json"
@@ -79,7 +79,7 @@ class UnitStore:
         if tensors:
             rest = {k: v for k, v in obj.items() if k not in tensors}
             path = io.save_safetensors(self.root / "units" / f"{stem}.safetensors", tensors,
-                                       metadata={"unit": unit, "json": json.dumps(rest, default=io._json_default)})
+                                       metadata={"unit": unit, "json": json.dumps(rest, default=io.json_default)})
             kind = "tensors"
         else:
             path = io.write_json(self.root / "units" / f"{stem}.json", {"unit": unit, "value": obj})

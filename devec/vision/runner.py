@@ -6,6 +6,7 @@ Protocols (``vision.protocol``): ``table1`` (multi-task merging), ``table2`` (he
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from devec.io import json_default
+from devec.resume import UnitStore
 from devec.runtime import Run
 from devec.vectors import decompose_model, decomposition_kwargs
 from devec.vision.data import Task, load_tasks
@@ -68,16 +71,29 @@ def _methods(cfg: DictConfig) -> list[tuple[str, dict[str, Any]]]:
 def merge_and_evaluate(cfg: DictConfig, run: Run, pool: VisionPool, merged: dict[str, Task],
                        evaluated: dict[str, Task], shared: list[dict[str, torch.Tensor]] | None
                        ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Every configured method on the ``merged`` tasks, each evaluated on ``evaluated``; rows and details."""
+    """Every configured method on the ``merged`` tasks, each evaluated on ``evaluated``; rows and details.
+
+    Each method is a unit of :class:`devec.resume.UnitStore`: an interrupted run, started again with the same
+    config, skips the methods it had finished.
+    """
     vectors = pool.task_vectors(list(merged))
+    store = UnitStore.for_config(run.cache_dir, cfg)
     rows, details = [], {}
     for label, mcfg in run.progress(_methods(cfg), desc="methods"):
-        ctx = MergeContext(pool, merged, vectors, shared if mcfg.get("devec") else [],
-                           val_limit=cfg.vision.get("val_limit"), seed=int(cfg.seed), progress=run.progress)
-        params, info = run_method(ctx, mcfg)
-        scores = evaluate(pool, params, evaluated, split="test", limit=cfg.vision.get("test_limit"))
+        unit = f"{label} | merged {','.join(merged)} | evaluated {','.join(evaluated)}"
+        if cfg.get("resume", True) and store.done(unit):
+            done = store.load(unit)
+            scores, detail = done["scores"], done["detail"]
+            log.info("%s: finished in an earlier run, taken from %s", label, store.root)
+        else:
+            ctx = MergeContext(pool, merged, vectors, shared if mcfg.get("devec") else [],
+                               val_limit=cfg.vision.get("val_limit"), seed=int(cfg.seed), progress=run.progress)
+            params, info = run_method(ctx, mcfg)
+            scores = evaluate(pool, params, evaluated, split="test", limit=cfg.vision.get("test_limit"))
+            detail = {"config": mcfg, "test": scores, **{k: v for k, v in info.items() if k != "val_curve"}}
+            store.save(unit, json.loads(json.dumps({"scores": scores, "detail": detail}, default=json_default)))
         rows.append({"method": label, **scores})
-        details[label] = {"config": mcfg, "test": scores, **{k: v for k, v in info.items() if k != "val_curve"}}
+        details[label] = detail
         run.log({f"{label}/{k}": v for k, v in scores.items()})
         log.info("%s: avg %.2f", label, scores["avg"])
     return rows, details

@@ -85,3 +85,35 @@ def test_fig2_fig3_sweeps_shared_unique_and_whole_vectors(tmp_path):
     assert 0.0 <= curves["shared_energy"] <= 1.0
     assert curves["shared"][0] == curves["unique"][0] == curves["task vectors"][0]  # alpha 0: the pre-trained model
     assert (tmp_path / "out" / "fig2_fig3_arithmetic.png").stat().st_size > 1000
+
+
+def test_table1_interrupted_after_a_method_resumes_with_the_same_results(tmp_path, monkeypatch):
+    import devec.vision.runner as vision_runner
+
+    keep = ("pretrained", "task_arithmetic", "ties")
+    cfg = tiny_cfg("table1_multitask", tmp_path, "vision.threads=1")
+    with open_dict(cfg):
+        for key in [k for k in cfg.methods if k not in keep]:
+            del cfg.methods[key]
+    calls = []
+    real = vision_runner.run_method
+
+    def interrupted(ctx, mcfg):
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed while the third method runs
+        calls.append(mcfg["name"])
+        return real(ctx, mcfg)
+
+    monkeypatch.setattr(vision_runner, "run_method", interrupted)
+    try:
+        execute(cfg, tmp_path / "first")
+    except KeyboardInterrupt:
+        pass
+    assert not (tmp_path / "first" / "results.json").exists()
+    monkeypatch.setattr(vision_runner, "run_method", lambda ctx, mcfg: (calls.append(mcfg["name"]), real(ctx, mcfg))[1])
+    resumed = execute(cfg, tmp_path / "second")
+    assert len(calls) == 3  # only the unfinished method ran again
+    with open_dict(cfg):
+        cfg.resume = False
+    fresh = execute(cfg, tmp_path / "third")
+    assert len(calls) == 6 and resumed["rows"] == fresh["rows"]

@@ -21,6 +21,15 @@ def _private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("DEVEC_OUTPUTS", str(root / "outputs"))
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Test models are tiny and overhead-bound: one intra-op thread is fastest and spares a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def planted(n: int, m: int, shared: int, unique: int, k: int, seed: int = 0, sigma: float = 0.0):
     """k task vectors with ``shared`` common column directions and ``unique`` own ones; returns (vectors, truth)."""
     gen = torch.Generator().manual_seed(seed)

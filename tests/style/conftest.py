@@ -15,15 +15,6 @@ TINY_ARCH = {"image_size": 32, "max_sequence_length": 8, "text_dim": 32, "vae_ch
 DIM = 32  # num_attention_heads * attention_head_dim
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models are overhead-bound: one intra-op thread is fastest and spares a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="session")
 def tiny_pipe_dir(tmp_path_factory):
     """A randomly initialised tiny FluxPipeline saved with save_pretrained (safetensors)."""

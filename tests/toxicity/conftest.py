@@ -12,14 +12,6 @@ from omegaconf import OmegaConf
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def synthetic_pool(tmp_path_factory):
     from devec.toxicity.synthetic import make_pool

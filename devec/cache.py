@@ -25,7 +25,7 @@ import torch
 from devec import io
 from devec.engine import ColumnBasis, LoRAFactors, RankRule, column_basis, parse_rank
 from devec.engine import basis as engine_basis
-from devec.engine.basis import SVD_BACKENDS, TaskVector, uses_randomized_svd
+from devec.engine.basis import SVD_BACKENDS, TaskVector, svd_route
 from devec.engine.rank import zero_rtol
 
 FORMAT = "devec-basis/1"
@@ -52,7 +52,7 @@ class BasisCache:
             raise ValueError(f"column_basis takes a 2-D matrix, got shape {tuple(vector.shape)}")
         backend = svd_backend(vector, rule, svd)
         # LoRA bases (QR + a small SVD) and randomized SVDs are keyed by the rule: their U depends on it.
-        key = content_key(vector, backend, rule=None if backend == "exact" else rule)
+        key = content_key(vector, backend, rule=None if backend in WHOLE_SPECTRUM else rule)
         path = self.root / key[:2] / f"{key}.safetensors"
         where = _Where(vector)
         entry, basis = _lookup(path, key, rule, where)
@@ -68,10 +68,10 @@ class BasisCache:
     def _compute_and_store(self, vector: TaskVector, rule: RankRule, svd: str, backend: str, key: str, path: Path,
                            old: dict | None, where: _Where) -> ColumnBasis:
         basis = _compute(vector, rule, svd, backend)
-        if backend != "exact":
+        if backend not in WHOLE_SPECTRUM:
             _write_entry(path, key, basis, backend)
             return basis
-        kept = _select(_as_entry(basis), rule, where)
+        kept = _select(_as_entry(basis, backend), rule, where)
         if self.columns == "kept":  # as many columns as any rule asked for so far
             width = max(kept.rank, old["U"].shape[1] if old is not None else 0)
             basis = ColumnBasis(basis.U[:, :width].contiguous(), basis.singular_values, basis.total_energy)
@@ -83,11 +83,15 @@ class BasisCache:
         return {"hits": self.hits, "misses": self.misses}
 
 
+WHOLE_SPECTRUM = ("exact",)  # stored with every column, the rank rule applied on load; other routes are keyed by it
+
+
 def svd_backend(vector: TaskVector, rule: RankRule, svd: str) -> str:
-    """Which SVD :func:`devec.engine.column_basis` runs for this vector and rule: 'lora', 'randomized' or 'exact'."""
+    """Which SVD :func:`devec.engine.column_basis` runs: 'lora', 'randomized', 'gram' or 'exact'."""
     if isinstance(vector, LoRAFactors):
         return "lora"
-    return "randomized" if uses_randomized_svd(tuple(vector.shape), rule, svd) else "exact"
+    route = svd_route(tuple(vector.shape), rule, svd, vector.dtype)
+    return "exact" if route == "full" else route
 
 
 def content_key(vector: TaskVector, backend: str, rule: RankRule | None = None) -> str:
@@ -115,9 +119,9 @@ def tensor_bytes(t: torch.Tensor) -> memoryview:
 
 
 def _compute(vector: TaskVector, rule: RankRule, svd: str, backend: str) -> ColumnBasis:
-    if backend == "exact":  # whole spectrum once; every rank rule is a prefix of these columns
+    if backend in WHOLE_SPECTRUM:  # whole spectrum once; every rank rule is a prefix of these columns
         return column_basis(vector, "full", svd="full")
-    return column_basis(vector, rule, svd=svd)  # LoRA or randomized (seeded inside the engine): keyed by the rule
+    return column_basis(vector, rule, svd=svd)  # LoRA, Gram or randomized (seeded in the engine): keyed by the rule
 
 
 class _Where:
@@ -138,7 +142,7 @@ def _lookup(path: Path, key: str, rule: RankRule, where: _Where) -> tuple[dict |
 def _select(entry: dict, rule: RankRule, where: _Where) -> ColumnBasis | None:
     """Apply the rank rule to a stored exact spectrum; None when the entry holds too few columns of U."""
     u, s, total = entry["U"].to(where.device), entry["s"].to(where.device), entry["total_energy"]
-    if entry["backend"] != "exact":
+    if entry["backend"] not in WHOLE_SPECTRUM:
         return ColumnBasis(u, s, total)
     r = rule.select(s, where.shape, total_energy=total, rtol=where.rtol)
     if r > u.shape[1]:

@@ -61,7 +61,7 @@ def test_rank_deficient_input_keeps_the_engines_rank(tmp_path, dtype):
 
 
 def test_one_exact_svd_serves_every_rank_rule(tmp_path):
-    w = torch.randn(50, 30, generator=torch.Generator().manual_seed(2))
+    w = torch.randn(50, 30, generator=torch.Generator().manual_seed(2), dtype=torch.float64)  # the exact route
     cache = BasisCache(tmp_path)
     ranks = [cache.column_basis(w, rule).rank for rule in ["full", "energy:0.9", "energy:0.5", "epsilon:0.1"]]
     assert len(set(ranks)) > 1
@@ -145,7 +145,7 @@ def test_randomized_svd_is_deterministic_and_leaves_the_global_rng_alone(tmp_pat
 
 
 def test_kept_columns_mode_grows_entry_on_demand(tmp_path):
-    w = torch.randn(80, 60, generator=torch.Generator().manual_seed(7))
+    w = torch.randn(80, 60, generator=torch.Generator().manual_seed(7), dtype=torch.float64)  # the exact route
     cache = BasisCache(tmp_path / "kept", columns="kept")
     small = cache.column_basis(w, "energy:0.3")
     size_small = _entries(tmp_path / "kept")[0].stat().st_size

@@ -117,9 +117,8 @@ def _split(z: torch.Tensor, v: TaskVector) -> tuple[TaskVector, TaskVector]:
         b = v.B.double()
         shared_b = z @ (z.T @ b)
         return LoRAFactors(shared_b.to(v.dtype), v.A, v.scale), LoRAFactors((b - shared_b).to(v.dtype), v.A, v.scale)
-    w = v.double()
-    shared = z @ (z.T @ w)
-    return shared.to(v.dtype), (w - shared).to(v.dtype)
+    shared = (z @ (z.T @ v.double())).to(v.dtype)
+    return shared, v - shared  # unique in the input's dtype: shared + unique == v up to its rounding
 
 
 def _norm(v: TaskVector) -> float:

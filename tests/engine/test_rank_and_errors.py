@@ -106,3 +106,21 @@ def test_randomized_svd_is_deterministic_and_leaves_global_rng_alone():
     assert torch.equal(first.U, second.U)
     torch.manual_seed(123)
     assert torch.equal(torch.rand(3), after)
+
+
+@pytest.mark.parametrize("shape", [(300, 120), (120, 300)])
+def test_gram_route_matches_the_exact_svd_for_float32_inputs(shape):
+    from devec import principal_angles
+    from devec.engine.basis import svd_route
+
+    gen = torch.Generator().manual_seed(5)
+    n, m = shape
+    w = (torch.randn(n, 12, generator=gen) * torch.logspace(0, -3, 12)) @ torch.randn(12, m, generator=gen)
+    w = w + 1e-6 * torch.randn(n, m, generator=gen)  # float32: a spectrum over the input's own rounding level
+    assert svd_route(shape, parse_rank("energy:0.999"), "auto", torch.float32) == "gram"
+    assert svd_route(shape, parse_rank("energy:0.999"), "auto", torch.float64) == "full"
+    for rule in ("full", "energy:0.999", "epsilon:1e-2", "fixed:7"):
+        gram, exact = column_basis(w, rule, svd="gram"), column_basis(w, rule, svd="full")
+        assert gram.rank == exact.rank
+        assert principal_angles(gram.U, exact.U).max() < 1e-8
+        torch.testing.assert_close(gram.U.T @ gram.U, torch.eye(gram.rank, dtype=torch.float64), rtol=0, atol=1e-12)

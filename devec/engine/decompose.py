@@ -25,6 +25,7 @@ class Decomposition:
     ranks: list[int]
     tau: float
     rank_rule: RankRule = field(default_factory=RankRule)
+    shared_energy_fractions: list[float] | None = None
 
     @property
     def shared_dim(self) -> int:
@@ -34,6 +35,8 @@ class Decomposition:
     def shared_energy(self) -> list[float]:
         """Fraction of each task vector's squared Frobenius norm in its shared component (shared is orthogonal
         to unique, so ||W||^2 = ||shared||^2 + ||unique||^2)."""
+        if self.shared_energy_fractions is not None:
+            return list(self.shared_energy_fractions)
         out = []
         for s, u in zip(self.shared, self.unique, strict=True):
             ss, uu = _norm(s) ** 2, _norm(u) ** 2
@@ -65,17 +68,26 @@ def decompose(
         raise ValueError(f"got {len(bases)} precomputed bases for {len(vectors)} task vectors")
     sub = shared_subspace([b.U for b in bases], tau, method=method)
     z = sub.basis
-    shared, unique = map(list, zip(*(_split(z, v) for v in vectors), strict=True))
-    return Decomposition(
-        basis=z,
-        eigenvalues=sub.eigenvalues,
-        shared=shared,
-        unique=unique,
-        merged_shared=merge_shared(shared),
-        ranks=[b.rank for b in bases],
-        tau=tau,
-        rank_rule=rule,
-    )
+    result = Decomposition(basis=z, eigenvalues=sub.eigenvalues, shared=[], unique=[], merged_shared=None,
+                           ranks=[b.rank for b in bases], tau=tau, rank_rule=rule)
+    if isinstance(vectors[0], LoRAFactors):
+        result.shared, result.unique = map(list, zip(*(_split(z, v) for v in vectors), strict=True))
+        result.merged_shared = merge_shared(result.shared)
+        return result
+    # Every shared part is Z C_i with C_i = Z^T W_i (d x m): norms and eq. 14 come from the small C_i.
+    coefficients = [z.T @ v.double() for v in vectors]
+    norms = [float(c.norm()) for c in coefficients]
+    z_out = z.to(vectors[0].dtype)
+    for v, c in zip(vectors, coefficients, strict=True):
+        shared = z_out @ c.to(v.dtype)  # inner dimension d: exact to the input's own precision
+        result.shared.append(shared)
+        result.unique.append(v - shared)
+    total = sum(norms)
+    weights = [n / total if total > 0 else 1.0 / len(vectors) for n in norms]
+    result.merged_shared = (z @ sum(w * c for w, c in zip(weights, coefficients, strict=True))).to(vectors[0].dtype)
+    result.shared_energy_fractions = [n * n / b.total_energy if b.total_energy > 0 else 0.0
+                                      for n, b in zip(norms, bases, strict=True)]
+    return result
 
 
 def merge_shared(shared: Sequence[TaskVector]) -> TaskVector:
@@ -111,14 +123,11 @@ def check_pool(vectors: Sequence[TaskVector], tau: float, name: str = "") -> Non
             raise ValueError(f"task vector {i}{where} contains NaN or Inf")
 
 
-def _split(z: torch.Tensor, v: TaskVector) -> tuple[TaskVector, TaskVector]:
-    """(Z Z^T v, v - Z Z^T v) in float64, keeping LoRA factors in factor form (Z Z^T B A = (Z Z^T B) A)."""
-    if isinstance(v, LoRAFactors):
-        b = v.B.double()
-        shared_b = z @ (z.T @ b)
-        return LoRAFactors(shared_b.to(v.dtype), v.A, v.scale), LoRAFactors((b - shared_b).to(v.dtype), v.A, v.scale)
-    shared = (z @ (z.T @ v.double())).to(v.dtype)
-    return shared, v - shared  # unique in the input's dtype: shared + unique == v up to its rounding
+def _split(z: torch.Tensor, v: LoRAFactors) -> tuple[LoRAFactors, LoRAFactors]:
+    """(Z Z^T v, v - Z Z^T v) of a LoRA vector in factor form: Z Z^T B A = (Z Z^T B) A."""
+    b = v.B.double()
+    shared_b = z @ (z.T @ b)
+    return LoRAFactors(shared_b.to(v.dtype), v.A, v.scale), LoRAFactors((b - shared_b).to(v.dtype), v.A, v.scale)
 
 
 def _norm(v: TaskVector) -> float:

@@ -151,3 +151,19 @@ def test_zero_vector_layer_shares_nothing():
 def test_orthonormal_basis_drops_null_directions():
     a = torch.randn(20, 3, dtype=torch.float64)
     assert orthonormal_basis(torch.cat([a, a[:, :1] * 2], 1)).shape[1] == 3
+
+
+@pytest.mark.parametrize("method", ["lowrank", "dense"])
+@pytest.mark.parametrize("tau", [0.5, 0.85, 0.95])
+def test_tau_keeps_exactly_the_directions_whose_squared_cosine_exceeds_it(method, tau):
+    """Two subspaces with known principal angles: the shared dimension is #{cos^2 > tau} (eq. 10)."""
+    gen = torch.Generator().manual_seed(11)
+    q = torch.linalg.qr(torch.randn(60, 20, generator=gen, dtype=torch.float64))[0]
+    cos = torch.tensor([0.999, 0.97, 0.9, 0.8, 0.6, 0.3, 0.1], dtype=torch.float64).sqrt()  # squared cosines
+    a = q[:, :7]
+    b = cos * q[:, :7] + (1 - cos**2).sqrt() * q[:, 7:14]  # b_j at angle arccos(cos_j) from a_j
+    wa = a @ torch.randn(7, 30, generator=gen, dtype=torch.float64)
+    wb = b @ torch.randn(7, 30, generator=gen, dtype=torch.float64)
+    d = decompose([wa, wb], tau=tau, rank="full", method=method)
+    assert d.shared_dim == int((cos**2 > tau).sum())
+    np.testing.assert_allclose(d.eigenvalues[:7].numpy(), (cos**2).numpy(), atol=1e-10)

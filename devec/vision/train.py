@@ -60,7 +60,7 @@ def pretrain_clip(model: nn.Module, images: torch.Tensor, captions: Sequence[str
             model.logit_scale.clamp_(0, 4.6052)
         losses.append(loss.item())
         if progress and step % 20 == 0:
-            it.set_postfix(loss=f"{loss.item():.3f}")
+            it.set_postfix(loss=f"{loss.item():.3f}", refresh=False)  # shown at the next throttled redraw
     model.eval()
     return losses
 

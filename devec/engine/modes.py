@@ -22,7 +22,7 @@ def joint(vectors: Sequence[TaskVector], tau: float = 0.85, rank="full", method:
     rule = parse_rank(rank)
     check_pool(vectors, tau)
     bases = list(bases) if bases is not None else [basis_fn(v, rule, svd=svd) for v in vectors]
-    return decompose(vectors, tau=tau, rank=rule, method=method, svd=svd, bases=bases)
+    return decompose(vectors, tau=tau, rank=rule, method=method, svd=svd, bases=bases, validate=False)
 
 
 def pairwise(vectors: Sequence[TaskVector], tau: float = 0.85, rank="full", method: str = "lowrank",
@@ -34,7 +34,8 @@ def pairwise(vectors: Sequence[TaskVector], tau: float = 0.85, rank="full", meth
     bases = list(bases) if bases is not None else [basis_fn(v, rule, svd=svd) for v in vectors]
     out = {}
     for i, j in combinations(range(len(vectors)), 2):
-        d = decompose([vectors[i], vectors[j]], tau=tau, rank=rule, method=method, bases=[bases[i], bases[j]])
+        d = decompose([vectors[i], vectors[j]], tau=tau, rank=rule, method=method, bases=[bases[i], bases[j]],
+                      validate=False)
         out[(i, j)] = d.merged_shared
     return out
 
@@ -47,8 +48,10 @@ def iterative(target: TaskVector, others: Sequence[TaskVector], tau: float = 0.8
     check_pool([target, *others], tau)
     if other_bases is None:
         other_bases = [basis_fn(v, rule, svd=svd) for v in others]
-    current = target
-    for other, other_basis in zip(others, other_bases, strict=False):
-        mine = basis_fn(current, rule, svd=svd)
-        current = decompose([current, other], tau=tau, rank=rule, method=method, bases=[mine, other_basis]).unique[0]
+    current, mine, changed = target, None, True
+    for other, other_basis in zip(others, other_bases, strict=True):
+        if changed:  # the target's column space changes only when a step removed something
+            mine = basis_fn(current, rule, svd=svd)
+        d = decompose([current, other], tau=tau, rank=rule, method=method, bases=[mine, other_basis], validate=False)
+        current, changed = d.unique[0], d.shared_dim > 0
     return current

@@ -259,12 +259,13 @@ def _decompose_layer(name: str, vectors: list[TaskVector], mode: str, tau: float
         other_bases = [b for i, b in enumerate(bases) if i != target]
         mine = bases[target]
         removed = []
-        for other, other_basis in zip(others, other_bases, strict=False):
+        for other, other_basis in zip(others, other_bases, strict=True):
+            if removed and removed[-1]:  # the target changed in the last step: its column space too
+                mine = basis_fn(current, rule, svd=svd)
             d = decompose([current, other], tau=tau, rank=rule, method=method, bases=[mine, other_basis],
                           validate=False)
             removed.append(d.shared_dim)
             current = d.unique[0]
-            mine = basis_fn(current, rule, svd=svd)
         layer.unique_target = _restore(current, shape)
         before, after = _norm(matrices[target]), _norm(current)
         report.update(shared_dim=sum(removed), unique_energy=(after / before) ** 2 if before > 0 else 0.0,

@@ -6,7 +6,6 @@ Protocols (``vision.protocol``): ``table1`` (multi-task merging), ``table2`` (he
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,7 +14,6 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from devec.io import json_default
 from devec.resume import UnitStore
 from devec.runtime import Run
 from devec.vectors import decompose_model, decomposition_kwargs
@@ -91,7 +89,7 @@ def merge_and_evaluate(cfg: DictConfig, run: Run, pool: VisionPool, merged: dict
             params, info = run_method(ctx, mcfg)
             scores = evaluate(pool, params, evaluated, split="test", limit=cfg.vision.get("test_limit"))
             detail = {"config": mcfg, "test": scores, **{k: v for k, v in info.items() if k != "val_curve"}}
-            store.save(unit, json.loads(json.dumps({"scores": scores, "detail": detail}, default=json_default)))
+            store.save(unit, {"scores": scores, "detail": detail})
         rows.append({"method": label, **scores})
         details[label] = detail
         run.log({f"{label}/{k}": v for k, v in scores.items()})

@@ -11,6 +11,8 @@ from devec.engine.rank import RankRule, parse_rank, zero_rtol
 SVD_BACKENDS = ("auto", "full", "gram", "randomized")
 RANDOMIZED_SEED = 0
 GRAM_MIN_RTOL = 1e-6  # the Gram route resolves sigma_j / sigma_1 down to about sqrt(eps_64 * n): well below this
+# Below GRAM_MIN_RTOL * sigma_1 a direction holds under 1e-12 of sigma_1^2: less than float32's own resolution
+# of the energy (eps_32 ~ 1.2e-7), so for float32/bf16/fp16 inputs the Gram route loses nothing they resolve.
 
 
 @dataclass
@@ -110,15 +112,16 @@ def column_basis(vector: TaskVector, rank: str | int | RankRule | None = "full",
 def svd_route(shape: tuple[int, ...], rule: RankRule, svd: str, dtype: torch.dtype = torch.float64) -> str:
     """The route :func:`column_basis` takes: ``full``, ``gram`` or ``randomized`` (``svd`` unless it is ``auto``).
 
-    ``auto`` takes the Gram route when the input's own precision (float32, bf16, fp16) hides every direction the
-    Gram route cannot resolve, unless a small target rank makes the randomized SVD cheaper; float64 inputs get
+    ``auto`` takes the Gram route when the input's own precision (float32, bf16, fp16) cannot resolve the energy of
+    any direction the Gram route drops, unless a small target rank makes the randomized SVD cheaper; float64 inputs get
     the exact SVD, or the randomized one for a small target rank.
     """
     if svd != "auto":
         return svd
     target = rule.target_rank((shape[0], shape[1]))
     small_target = target is not None and 4 * (target + 10) < min(shape)
-    if zero_rtol(dtype, tuple(shape)) >= GRAM_MIN_RTOL and not (small_target and min(shape) > 20 * (target + 10)):
+    low_precision = dtype.is_floating_point and torch.finfo(dtype).eps >= torch.finfo(torch.float32).eps
+    if low_precision and not (small_target and min(shape) > 20 * (target + 10)):
         return "gram"
     return "randomized" if small_target else "full"
 

@@ -52,12 +52,14 @@ def decompose(
     svd: str = "auto",
     bases: Sequence[ColumnBasis] | None = None,
     validate: bool = True,
+    components: bool = True,
 ) -> Decomposition:
     """Split each task vector into shared = P_shared W_i (eq. 12) and unique = W_i - shared (eq. 13).
 
     ``vectors`` are same-shape 2-D tensors or :class:`LoRAFactors`; ``bases`` may hand in
     precomputed column bases (e.g. from a cache) instead of recomputing the SVDs; ``validate=False`` skips
-    :func:`check_pool` for callers that already ran it.
+    :func:`check_pool` for callers that already ran it. ``components=False`` leaves ``shared`` and ``unique``
+    empty for dense vectors and computes only ``merged_shared`` and the energies (pairwise mode needs no more).
     """
     rule = parse_rank(rank)
     if validate:
@@ -74,17 +76,23 @@ def decompose(
         result.shared, result.unique = map(list, zip(*(_split(z, v) for v in vectors), strict=True))
         result.merged_shared = merge_shared(result.shared)
         return result
-    # Every shared part is Z C_i with C_i = Z^T W_i (d x m): norms and eq. 14 come from the small C_i.
-    coefficients = [z.T @ v.double() for v in vectors]
+    # Every shared part is Z C_i with C_i = Z^T W_i (d x m): norms and eq. 14 come from the small C_i. The
+    # products run in the input's working precision (float32 for float32/bf16/fp16, float64 for float64):
+    # their error is then the input's own rounding, and no float64 copy of any W_i is made.
+    work = _working_dtype(vectors[0].dtype)
+    z_work = z.to(work)
+    coefficients = [z_work.T @ v.to(work) for v in vectors]
+    if components:
+        for v, c in zip(vectors, coefficients, strict=True):
+            shared = (z_work @ c).to(v.dtype)
+            result.shared.append(shared)
+            result.unique.append(v - shared)
+    coefficients = [c.double() for c in coefficients]
     norms = [float(c.norm()) for c in coefficients]
-    z_out = z.to(vectors[0].dtype)
-    for v, c in zip(vectors, coefficients, strict=True):
-        shared = z_out @ c.to(v.dtype)  # inner dimension d: exact to the input's own precision
-        result.shared.append(shared)
-        result.unique.append(v - shared)
     total = sum(norms)
     weights = [n / total if total > 0 else 1.0 / len(vectors) for n in norms]
-    result.merged_shared = (z @ sum(w * c for w, c in zip(weights, coefficients, strict=True))).to(vectors[0].dtype)
+    combined = sum(w * c for w, c in zip(weights, coefficients, strict=True))
+    result.merged_shared = (z_work @ combined.to(work)).to(vectors[0].dtype)
     result.shared_energy_fractions = [n * n / b.total_energy if b.total_energy > 0 else 0.0
                                       for n, b in zip(norms, bases, strict=True)]
     return result
@@ -119,8 +127,16 @@ def check_pool(vectors: Sequence[TaskVector], tau: float, name: str = "") -> Non
         if len(v.shape) != 2:
             raise ValueError(f"task vector {i}{where} is not a matrix (shape {tuple(v.shape)}); reshape it first")
         parts = (v.B, v.A) if isinstance(v, LoRAFactors) else (v,)
-        if not all(bool(torch.isfinite(p).all()) for p in parts):
+        if not all(all_finite(p) for p in parts):
             raise ValueError(f"task vector {i}{where} contains NaN or Inf")
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """No NaN or Inf in ``t``. A plain sum is NaN or Inf whenever an entry is, so a finite sum settles it in one
+    read pass; only a sum that overflowed goes on to the elementwise check."""
+    if not t.is_floating_point() or math.isfinite(float(t.sum())):
+        return True
+    return bool(torch.isfinite(t).all())
 
 
 def _split(z: torch.Tensor, v: LoRAFactors) -> tuple[LoRAFactors, LoRAFactors]:
@@ -128,6 +144,10 @@ def _split(z: torch.Tensor, v: LoRAFactors) -> tuple[LoRAFactors, LoRAFactors]:
     b = v.B.double()
     shared_b = z @ (z.T @ b)
     return LoRAFactors(shared_b.to(v.dtype), v.A, v.scale), LoRAFactors((b - shared_b).to(v.dtype), v.A, v.scale)
+
+
+def _working_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _norm(v: TaskVector) -> float:

@@ -35,7 +35,7 @@ def pairwise(vectors: Sequence[TaskVector], tau: float = 0.85, rank="full", meth
     out = {}
     for i, j in combinations(range(len(vectors)), 2):
         d = decompose([vectors[i], vectors[j]], tau=tau, rank=rule, method=method, bases=[bases[i], bases[j]],
-                      validate=False)
+                      validate=False, components=False)
         out[(i, j)] = d.merged_shared
     return out
 

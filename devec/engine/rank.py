@@ -86,9 +86,19 @@ class RankRule:
 
 
 def zero_rtol(dtype: torch.dtype, shape: tuple[int, ...]) -> float:
-    """Relative singular-value threshold under which a direction is rounding noise of ``dtype`` (as matrix_rank)."""
-    eps = torch.finfo(dtype).eps if dtype.is_floating_point else torch.finfo(torch.float64).eps
-    return max(shape) * eps
+    """Relative singular-value threshold under which a direction is rounding noise.
+
+    Two sources: the float64 factorisation itself (``max(n, m) * eps_64``, as ``matrix_rank``) and the rounding
+    of the input to ``dtype``. Rounding every entry by at most eps/2 adds a perturbation whose largest singular
+    value is about ``eps * sigma_1`` or less for any shape, so ``STORAGE_NOISE * eps`` of the dtype bounds it
+    with a margin (``max(n, m) * eps`` would exceed 1 for bf16 at n = 4096 and call every direction noise).
+    """
+    eps64 = torch.finfo(torch.float64).eps
+    eps = torch.finfo(dtype).eps if dtype.is_floating_point else eps64
+    return max(max(shape) * eps64, STORAGE_NOISE * eps)
+
+
+STORAGE_NOISE = 4.0
 
 _EXAMPLE = {"energy": 0.9, "ratio": 0.25, "fixed": 64, "epsilon": "1e-3"}
 _RANGE = {

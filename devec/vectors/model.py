@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from devec.engine import MODES, ColumnBasis, LoRAFactors, TaskVector, column_basis, decompose, parse_rank
-from devec.engine.decompose import check_pool
+from devec.engine.decompose import all_finite, check_pool
 from devec.vectors.checkpoint import Checkpoint, open_checkpoint
 from devec.vectors.policy import ParamPolicy
 
@@ -46,7 +46,7 @@ class TaskVectorPool:
         out = []
         for ft in self.finetuned:
             v = ft.get(name).to(self.dtype) - base
-            if not bool(torch.isfinite(v).all()):
+            if not all_finite(v):
                 raise ValueError(f"{ft.source}: parameter {name!r} contains NaN or Inf")
             out.append(v)
         return out
@@ -249,7 +249,7 @@ def _decompose_layer(name: str, vectors: list[TaskVector], mode: str, tau: float
         layer.pairwise_shared, dims = {}, []
         for i, j in combinations(range(len(matrices)), 2):
             d = decompose([matrices[i], matrices[j]], tau=tau, rank=rule, method=method, bases=[bases[i], bases[j]],
-                          validate=False)
+                          validate=False, components=False)
             layer.pairwise_shared[(i, j)] = _restore(d.merged_shared, shape)
             dims.append(d.shared_dim)
         report.update(shared_dim=sum(dims) / len(dims), shared_dim_max=max(dims))

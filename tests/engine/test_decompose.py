@@ -30,6 +30,43 @@ def test_shared_plus_unique_is_the_task_vector_and_basis_is_orthonormal():
     torch.testing.assert_close(gram, torch.eye(d.shared_dim, dtype=gram.dtype), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_low_precision_inputs_split_to_their_own_precision(dtype):
+    vectors, _ = planted(n=120, m=90, shared=6, unique=5, k=3, seed=4, sigma=0.01)
+    exact = decompose(vectors, tau=0.85, rank="energy:0.95")
+    low = decompose([v.to(dtype) for v in vectors], tau=0.85, rank="energy:0.95")
+    eps = torch.finfo(dtype).eps
+    assert low.shared_dim == exact.shared_dim
+    for s, u, w, s64 in zip(low.shared, low.unique, vectors, exact.shared, strict=True):
+        assert s.dtype == u.dtype == dtype
+        scale = float(w.norm())
+        assert float((s.double() + u.double() - w.to(dtype).double()).norm()) <= 4 * eps * scale
+        assert float((s.double() - s64).norm()) <= 50 * eps * scale
+        assert float((low.basis.T @ u.double()).norm()) <= 50 * eps * scale
+    assert float((low.merged_shared.double() - exact.merged_shared).norm()) <= 50 * eps * float(
+        exact.merged_shared.norm())
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_components_false_gives_the_same_merged_shared_without_the_full_size_parts(lora):
+    vectors, _ = planted(n=50, m=40, shared=4, unique=3, k=3, seed=6)
+    if lora:
+        vectors = [LoRAFactors(*_factor(v)) for v in vectors]
+    full = decompose(vectors, tau=0.85, rank="full")
+    merged_only = decompose(vectors, tau=0.85, rank="full", components=False)
+    dense = (lambda t: t.dense()) if lora else (lambda t: t)
+    torch.testing.assert_close(dense(merged_only.merged_shared), dense(full.merged_shared), rtol=0, atol=1e-12)
+    assert merged_only.shared_energy() == pytest.approx(full.shared_energy(), abs=1e-12)
+    if not lora:
+        assert merged_only.shared == [] and merged_only.unique == []
+
+
+def _factor(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    u, s, vh = torch.linalg.svd(v, full_matrices=False)
+    r = int((s > 1e-10 * s[0]).sum())
+    return u[:, :r] * s[:r], vh[:r]
+
+
 def test_merged_shared_is_frobenius_weighted_average():
     vectors, _ = planted(n=40, m=30, shared=4, unique=3, k=3, seed=2)
     vectors = [v * s for v, s in zip(vectors, (1.0, 3.0, 0.5), strict=False)]

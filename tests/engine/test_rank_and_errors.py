@@ -3,6 +3,7 @@ import torch
 
 from devec import column_basis, decompose, parse_rank
 from devec.engine import RankRule, iterative, joint, pairwise
+from devec.engine.decompose import all_finite
 from tests.conftest import planted
 
 
@@ -76,6 +77,21 @@ def test_bad_pools_are_refused_with_clear_messages():
         decompose([torch.randn(6), torch.randn(6)])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_all_finite_catches_every_nan_and_inf_and_survives_overflowing_sums(dtype):
+    big = torch.full((8, 8), torch.finfo(dtype).max / 2, dtype=dtype)  # finite, but its plain sum overflows
+    assert all_finite(big)
+    assert all_finite(torch.zeros(0, 3, dtype=dtype))
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        for base in (torch.randn(5, 7).to(dtype), big):
+            t = base.clone()
+            t[3, 4] = bad
+            assert not all_finite(t)
+    both = torch.randn(4, 4).to(dtype)
+    both[0, 0], both[1, 1] = float("inf"), float("-inf")  # sum is NaN, not Inf
+    assert not all_finite(both)
+
+
 def test_modes_pairwise_count_and_iterative_removes_what_is_shared():
     vectors, truth = planted(n=60, m=40, shared=4, unique=4, k=4, seed=9)
     pairs = pairwise(vectors, rank="full")
@@ -93,6 +109,14 @@ def test_modes_pairwise_count_and_iterative_removes_what_is_shared():
 def test_full_rank_ignores_rounding_noise_of_the_input_dtype(dtype):
     vectors, _ = planted(n=40, m=30, shared=3, unique=4, k=1, seed=3)
     assert column_basis(vectors[0].to(dtype), "full").rank == 7
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_low_precision_tall_matrices_keep_their_rank(dtype):
+    # max(n, m) * eps of bf16 is 9.4 here: a threshold that grows with n would call every direction noise
+    vectors, _ = planted(n=1200, m=64, shared=5, unique=7, k=1, seed=5)
+    assert column_basis(vectors[0].to(dtype), "full").rank == 12
+    assert column_basis(vectors[0].to(dtype), "energy:0.999").rank >= 10
 
 
 def test_randomized_svd_is_deterministic_and_leaves_global_rng_alone():

@@ -25,6 +25,7 @@ import torch
 from devec import io
 from devec.engine import ColumnBasis, LoRAFactors, RankRule, column_basis, parse_rank
 from devec.engine import basis as engine_basis
+from devec.engine import rank as engine_rank
 from devec.engine.basis import SVD_BACKENDS, TaskVector, svd_route
 from devec.engine.rank import zero_rtol
 
@@ -108,8 +109,12 @@ def content_key(vector: TaskVector, backend: str, rule: RankRule | None = None) 
 
 @functools.cache
 def _engine_code() -> str:
-    """sha256 of the engine's basis code: a change to how bases are computed invalidates the cache."""
-    return hashlib.sha256(Path(engine_basis.__file__).read_bytes()).hexdigest()[:16]
+    """sha256 of the engine's basis and rank-rule code: a change to how bases are computed or truncated (the zero
+    threshold included) invalidates the cache."""
+    h = hashlib.sha256()
+    for module in (engine_basis, engine_rank):
+        h.update(Path(module.__file__).read_bytes())
+    return h.hexdigest()[:16]
 
 
 def tensor_bytes(t: torch.Tensor) -> memoryview:

@@ -85,20 +85,22 @@ class RankRule:
         return min(r, nonzero)
 
 
+STORAGE_NOISE = 4.0  # margin over the ~eps * sigma_1 that rounding to the input dtype adds (see zero_rtol)
+
+
 def zero_rtol(dtype: torch.dtype, shape: tuple[int, ...]) -> float:
     """Relative singular-value threshold under which a direction is rounding noise.
 
     Two sources: the float64 factorisation itself (``max(n, m) * eps_64``, as ``matrix_rank``) and the rounding
-    of the input to ``dtype``. Rounding every entry by at most eps/2 adds a perturbation whose largest singular
-    value is about ``eps * sigma_1`` or less for any shape, so ``STORAGE_NOISE * eps`` of the dtype bounds it
-    with a margin (``max(n, m) * eps`` would exceed 1 for bf16 at n = 4096 and call every direction noise).
+    of the input to ``dtype``. Rounding each entry by up to eps/2 of itself adds a random-like perturbation whose
+    largest singular value stays below about ``eps * sigma_1`` whatever the shape, so ``STORAGE_NOISE * eps``
+    of the dtype clears it with a margin (``max(n, m) * eps`` would exceed 1 for bf16 at n = 4096 and call every
+    direction noise).
     """
     eps64 = torch.finfo(torch.float64).eps
     eps = torch.finfo(dtype).eps if dtype.is_floating_point else eps64
     return max(max(shape) * eps64, STORAGE_NOISE * eps)
 
-
-STORAGE_NOISE = 4.0
 
 _EXAMPLE = {"energy": 0.9, "ratio": 0.25, "fixed": 64, "epsilon": "1e-3"}
 _RANGE = {

@@ -1,7 +1,7 @@
 """The DeVec decomposition engine: pure torch maths, no Hydra, no W&B, no domain."""
 
 from devec.engine.angles import orthonormal_basis, principal_angles, principal_vector_basis
-from devec.engine.basis import ColumnBasis, LoRAFactors, TaskVector, column_basis
+from devec.engine.basis import ColumnBasis, LoRAFactors, TaskVector, column_basis, frobenius_norm
 from devec.engine.decompose import Decomposition, check_pool, decompose, merge_shared
 from devec.engine.modes import MODES, iterative, joint, pairwise
 from devec.engine.rank import RankRule, parse_rank
@@ -9,6 +9,6 @@ from devec.engine.subspace import SharedSubspace, shared_subspace
 
 __all__ = [
     "MODES", "ColumnBasis", "Decomposition", "LoRAFactors", "RankRule", "SharedSubspace", "TaskVector",
-    "check_pool", "column_basis", "decompose", "iterative", "joint", "merge_shared", "orthonormal_basis",
-    "pairwise", "parse_rank", "principal_angles", "principal_vector_basis", "shared_subspace",
+    "check_pool", "column_basis", "decompose", "frobenius_norm", "iterative", "joint", "merge_shared",
+    "orthonormal_basis", "pairwise", "parse_rank", "principal_angles", "principal_vector_basis", "shared_subspace",
 ]

@@ -53,6 +53,11 @@ class LoRAFactors:
 TaskVector = torch.Tensor | LoRAFactors
 
 
+def frobenius_norm(v: TaskVector) -> float:
+    """||v||_F in float64, for a dense task vector or LoRA factors (the latter without the dense product)."""
+    return v.norm() if isinstance(v, LoRAFactors) else float(v.double().norm())
+
+
 @dataclass
 class ColumnBasis:
     """Orthonormal U (n x r, float64) of a task vector's kept column space, with its spectrum."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from devec.engine.basis import ColumnBasis, LoRAFactors, TaskVector, column_basis
+from devec.engine.basis import ColumnBasis, LoRAFactors, TaskVector, column_basis, frobenius_norm
 from devec.engine.rank import RankRule, parse_rank
 from devec.engine.subspace import shared_subspace
 
@@ -39,7 +39,7 @@ class Decomposition:
             return list(self.shared_energy_fractions)
         out = []
         for s, u in zip(self.shared, self.unique, strict=True):
-            ss, uu = _norm(s) ** 2, _norm(u) ** 2
+            ss, uu = frobenius_norm(s) ** 2, frobenius_norm(u) ** 2
             out.append(ss / (ss + uu) if ss + uu > 0 and math.isfinite(ss + uu) else 0.0)
         return out
 
@@ -100,7 +100,7 @@ def decompose(
 
 def merge_shared(shared: Sequence[TaskVector]) -> TaskVector:
     """Frobenius-norm weighted average of the shared components (eq. 14)."""
-    norms = [_norm(s) for s in shared]
+    norms = [frobenius_norm(s) for s in shared]
     total = sum(norms)
     weights = [n / total if total > 0 else 1.0 / len(shared) for n in norms]
     if isinstance(shared[0], LoRAFactors):
@@ -149,6 +149,3 @@ def _split(z: torch.Tensor, v: LoRAFactors) -> tuple[LoRAFactors, LoRAFactors]:
 def _working_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
-
-def _norm(v: TaskVector) -> float:
-    return v.norm() if isinstance(v, LoRAFactors) else float(v.double().norm())

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from devec.engine import LoRAFactors, TaskVector
+from devec.engine import TaskVector, frobenius_norm
 from devec.style.loras import StyleLoRA, load_adapter
 from devec.vectors import decompose_model, decomposition_kwargs
 
@@ -29,8 +29,8 @@ class StyleDecomposition:
                                "modules_with_shared": sum(1 for r in rows if r.get("shared_dim", 0) > 0),
                                "mean_shared_dim": _mean([r.get("shared_dim", 0) for r in rows])}
         for i, name in enumerate(self.names):
-            shared = sum(_sq(v) for v in self.shared[i].values())
-            total = shared + sum(_sq(v) for v in self.unique[i].values())
+            shared = sum(frobenius_norm(v) ** 2 for v in self.shared[i].values())
+            total = shared + sum(frobenius_norm(v) ** 2 for v in self.unique[i].values())
             out[f"shared_energy/{name}"] = shared / total if total > 0 else 0.0
         return out
 
@@ -100,10 +100,6 @@ def set_mix(pipe: Any, adapters: Sequence[str], weights: Sequence[float]) -> Non
         return
     pipe.enable_lora()
     pipe.set_adapters(list(adapters), adapter_weights=[float(w) for w in weights])
-
-
-def _sq(v: TaskVector) -> float:
-    return v.norm() ** 2 if isinstance(v, LoRAFactors) else float(v.double().norm()) ** 2
 
 
 def _mean(xs: Sequence[float]) -> float:

@@ -13,7 +13,16 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from devec.engine import MODES, ColumnBasis, LoRAFactors, TaskVector, column_basis, decompose, parse_rank
+from devec.engine import (
+    MODES,
+    ColumnBasis,
+    LoRAFactors,
+    TaskVector,
+    column_basis,
+    decompose,
+    frobenius_norm,
+    parse_rank,
+)
 from devec.engine.decompose import all_finite, check_pool
 from devec.vectors.checkpoint import Checkpoint, open_checkpoint
 from devec.vectors.policy import ParamPolicy
@@ -267,7 +276,7 @@ def _decompose_layer(name: str, vectors: list[TaskVector], mode: str, tau: float
             removed.append(d.shared_dim)
             current = d.unique[0]
         layer.unique_target = _restore(current, shape)
-        before, after = _norm(matrices[target]), _norm(current)
+        before, after = frobenius_norm(matrices[target]), frobenius_norm(current)
         report.update(shared_dim=sum(removed), unique_energy=(after / before) ** 2 if before > 0 else 0.0,
                       shared_energy=1 - ((after / before) ** 2 if before > 0 else 0.0))
     return layer
@@ -307,6 +316,3 @@ def _restore(v: TaskVector, shape: tuple[int, ...]) -> TaskVector:
         return v
     return v.reshape(shape)
 
-
-def _norm(v: TaskVector) -> float:
-    return v.norm() if isinstance(v, LoRAFactors) else float(v.double().norm())

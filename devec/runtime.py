@@ -17,6 +17,15 @@ from devec import io
 from devec.loggers import NullLogger
 
 
+def plain(value: Any) -> Any:
+    """A config node as plain dicts and lists (interpolations resolved); anything else unchanged."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch so the same config gives the same numbers."""
     random.seed(seed)

@@ -9,13 +9,7 @@ from typing import Any
 
 import torch
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    if name not in DTYPES:
-        raise ValueError(f"dtype={name!r}: use one of {', '.join(DTYPES)}")
-    return DTYPES[name]
+from devec.dtypes import torch_dtype
 
 
 def load_pipeline(path: str | Path, dtype: str = "float32", device: str = "cpu") -> Any:

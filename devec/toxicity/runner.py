@@ -7,15 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from devec.runtime import Run
+from devec.dtypes import torch_dtype
+from devec.runtime import Run, plain
 from devec.toxicity import evaluate, world
 from devec.toxicity.pool import ToxicityPool, load_pool
 from devec.toxicity.streaming import VectorStore, apply_vectors, stream_unique
 from devec.vectors import ParamPolicy
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -45,9 +44,9 @@ def setup(cfg: DictConfig, run: Run) -> tuple[ToxicityPool, Bench]:
     from transformers import AutoTokenizer
 
     _threads(cfg)
-    pool = load_pool(_plain(cfg.pool), run.cache_dir, progress=run.progress)
+    pool = load_pool(plain(cfg.pool), run.cache_dir, progress=run.progress)
     tok = AutoTokenizer.from_pretrained(pool.tokenizer)
-    data = _plain(cfg.data)
+    data = plain(cfg.data)
     prompts = {name: evaluate.load_prompts(spec, seed=int(cfg.seed)) for name, spec in data["prompts"].items()}
     classifiers = [evaluate.make_classifier(c) for c in data["classifiers"]]
     control = data["control"]
@@ -76,7 +75,7 @@ def unique_vector(cfg: DictConfig, run: Run, pool: ToxicityPool, subpool: str, t
         raise ValueError(f"toxicity removal uses decomposition=iterative, got decomposition.mode={d.mode!r}")
     return stream_unique(pool.base, pool.toxic, pool.subpool(subpool), _cache(run),
                          tau=float(d.tau if tau is None else tau), rank=str(d.rank), method=str(d.method),
-                         svd=str(d.svd), policy=ParamPolicy.from_config(_plain(d.policy)),
+                         svd=str(d.svd), policy=ParamPolicy.from_config(plain(d.policy)),
                          store_dtype=cfg.pool.store_dtype, device=cfg.pool.decompose_device,
                          progress=run.progress)
 
@@ -85,7 +84,7 @@ def edited_model(cfg: DictConfig, pool: ToxicityPool, terms: list[tuple[float, V
     """``W = W_pre + sum coef * V`` loaded fresh from the base checkpoint (negation: coef = -lambda)."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(pool.base, dtype=DTYPES[cfg.pool.dtype])
+    model = AutoModelForCausalLM.from_pretrained(pool.base, dtype=torch_dtype(cfg.pool.dtype, "pool.dtype"))
     model.to(cfg.device).eval()
     return apply_vectors(model, terms)
 
@@ -153,7 +152,7 @@ def train_toxic_dora(cfg: DictConfig, run: Run) -> dict[str, Any]:
     from devec.toxicity.recipe import toxic_pairs, train_dora
 
     _threads(cfg)
-    pool = _plain(cfg.pool)
+    pool = plain(cfg.pool)
     recipe = pool["recipe"]
     base = load_pool(pool, run.cache_dir, progress=run.progress).base if pool["kind"] == "embedded" else None
     if base is None:
@@ -166,8 +165,9 @@ def train_toxic_dora(cfg: DictConfig, run: Run) -> dict[str, Any]:
         spec = recipe["datasets"][name]
         pairs = toxic_pairs(spec, limit=spec.get("limit"))
         target = Path(cfg.paths.cache_dir) / "toxicity" / "dora" / name
+        dtype = torch_dtype(pool["dtype"], "pool.dtype")
         out[name] = {"adapter": str(target), **train_dora(base, tok, pairs, recipe, int(spec["epochs"]), target,
-                                                            device=cfg.device, dtype=DTYPES[pool["dtype"]],
+                                                            device=cfg.device, dtype=dtype,
                                                             seed=int(cfg.seed), progress=run.progress)}
         run.log({f"dora/{name}/last_loss": out[name]["last_loss"]})
     return {"adapters": out}
@@ -212,5 +212,3 @@ def _cache(run: Run) -> Path:
     return run.cache_dir / "toxicity" / "vectors"
 
 
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node

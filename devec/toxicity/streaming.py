@@ -17,13 +17,13 @@ from typing import Any
 import torch
 
 from devec import io
+from devec.dtypes import DTYPES, torch_dtype
 from devec.engine import iterative
 from devec.toxicity.sources import DoRASource, FullSource
 from devec.toxicity.tiny import config_key
 from devec.vectors import ParamPolicy, open_checkpoint
 
 Source = FullSource | DoRASource
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 
 
 def layer_group(name: str) -> str:
@@ -78,8 +78,7 @@ def stream_unique(base: str | Path, target: Source, others: Sequence[Source], ca
     ``on_group`` is called after each finished group (tests interrupt a run there).
     """
     policy = policy or ParamPolicy()
-    if store_dtype not in DTYPES:
-        raise ValueError(f"store_dtype={store_dtype!r}: use one of {', '.join(DTYPES)}")
+    store = torch_dtype(store_dtype, "store_dtype", allowed=DTYPES)
     key = {"base": source_identity(base), "target": source_identity(target.path if isinstance(target, DoRASource)
                                                                      else target.ckpt.source),
            "others": [source_identity(o.path if isinstance(o, DoRASource) else o.ckpt.source) for o in others],
@@ -118,7 +117,7 @@ def stream_unique(base: str | Path, target: Source, others: Sequence[Source], ca
             row["action"] = action if others else "task_vector"
             before = float(t.double().norm())
             row["unique_energy"] = (float(unique.double().norm()) / before) ** 2 if before > 0 else 0.0
-            tensors[name] = unique.to(DTYPES[store_dtype]).cpu()
+            tensors[name] = unique.to(store).cpu()
             rows.append(row)
             del t, w_pre
         io.save_safetensors(root / f"{group}.safetensors", tensors)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from devec import io
+from devec.runtime import plain
 from devec.vectors import open_checkpoint
 from devec.vision.clip import arch_from_hf_config, build_clip, hf_clip_to_open_clip, strip_prefix, tokenizer
 from devec.vision.data import Task, config_key, pretraining_corpus
@@ -78,9 +79,9 @@ def _heads(model: nn.Module, tok: Any, tasks: Mapping[str, Task], key: str, cach
 def _embedded(cfg, data_cfg, tasks, finetune, cache_dir, progress) -> VisionPool:
     from safetensors.torch import load_file
 
-    arch = _plain(cfg["arch"])
-    pre_cfg, ft_cfg = _plain(cfg["pretrain"]), _plain(cfg["finetune"])
-    data_key = {k: _plain(data_cfg.get(k)) for k in ("image_size", "n_train", "n_test", "val_fraction", "val_seed")}
+    arch = plain(cfg["arch"])
+    pre_cfg, ft_cfg = plain(cfg["pretrain"]), plain(cfg["finetune"])
+    data_key = {k: plain(data_cfg.get(k)) for k in ("image_size", "n_train", "n_test", "val_fraction", "val_seed")}
     corpus_tasks = list(pre_cfg.get("tasks") or tasks)
     key = config_key({"arch": arch, "pretrain": pre_cfg, "corpus": corpus_tasks, "data": data_key,
                       "seed": cfg.get("seed", 0), "v": MODEL_VERSION})
@@ -174,7 +175,7 @@ def _hf(cfg, data_cfg, tasks, finetune, cache_dir, progress) -> VisionPool:
 
 def _open_clip(cfg, data_cfg, tasks, finetune, cache_dir, progress) -> VisionPool:
     """task_vectors: ``ViT-B-32/zeroshot.pt`` and ``<Dataset>/finetuned.pt`` converted to safetensors once."""
-    arch = _plain(cfg["arch"])
+    arch = plain(cfg["arch"])
     model = build_clip(arch)
     sd = strip_prefix(_all(_safe_path(cfg["pretrained"])))
     own = model.state_dict()
@@ -214,9 +215,3 @@ def _safe_path(source: str) -> Path:
     return path
 
 
-def _plain(value: Any) -> Any:
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(value, DictConfig | ListConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    return value

@@ -7,29 +7,28 @@ as many as any rank rule asked for so far), and the rule is applied on load, so 
 rank rules hits the cache. A randomized SVD depends on its target rank, so its entries are keyed by the rank
 rule too, and it is drawn from a generator seeded by the key: the same tensor and rule give the same basis
 whether the cache was cold or warm, and the global random stream is left untouched either way.
-Every entry is written atomically with a checksum; a truncated or corrupt entry is recomputed, never trusted.
+Every entry is written atomically with one checksum over its tensors and every metadata field read back
+(:mod:`devec.store`); a truncated, corrupt or edited entry is recomputed with a warning, never trusted.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import functools
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from devec import io
-from devec.engine import ColumnBasis, LoRAFactors, RankRule, column_basis, parse_rank
+from devec import store
+from devec.engine import ColumnBasis, LoRAFactors, RankRule, as_task_vector, column_basis, parse_rank
 from devec.engine import basis as engine_basis
 from devec.engine import rank as engine_rank
 from devec.engine.basis import SVD_BACKENDS, TaskVector, svd_route
 from devec.engine.rank import zero_rtol
 
-FORMAT = "devec-basis/1"
+FORMAT = "devec-basis/2"
 
 
 class BasisCache:
@@ -39,6 +38,7 @@ class BasisCache:
         if columns not in ("all", "kept"):
             raise ValueError(f"columns={columns!r}: use 'all' (any later rank rule hits) or 'kept' (smaller entries)")
         self.root = Path(root)
+        store.writable(self.root)  # a read-only cache: say so once, before the first SVD
         self.columns = columns
         self.hits = 0
         self.misses = 0
@@ -49,8 +49,9 @@ class BasisCache:
         rule = parse_rank(rank)
         if svd not in SVD_BACKENDS:
             raise ValueError(f"svd={svd!r}: use one of {', '.join(SVD_BACKENDS)}")
-        if not isinstance(vector, LoRAFactors) and vector.dim() != 2:
-            raise ValueError(f"column_basis takes a 2-D matrix, got shape {tuple(vector.shape)}")
+        # types, dtype and shape as the engine takes them; NaN/Inf are caught by the engine on a miss (a vector
+        # holding them has a key of its own), so a hit costs no extra read pass
+        vector = as_task_vector(vector, check_finite=False)
         backend = svd_backend(vector, rule, svd)
         # LoRA bases (QR + a small SVD) and randomized SVDs are keyed by the rule: their U depends on it.
         key = content_key(vector, backend, rule=None if backend in WHOLE_SPECTRUM else rule)
@@ -58,8 +59,8 @@ class BasisCache:
         where = _Where(vector)
         entry, basis = _lookup(path, key, rule, where)
         if basis is None:
-            with _locked(path):  # another process computing the same SVD: wait for it rather than repeat it
-                entry, basis = _lookup(path, key, rule, where)
+            with store.locked(path):  # another process computing the same SVD: wait for it rather than repeat it
+                entry, basis = _lookup(path, key, rule, where, warn=False)
                 if basis is None:
                     self.misses += 1
                     return self._compute_and_store(vector, rule, svd, backend, key, path, entry, where)
@@ -84,6 +85,7 @@ class BasisCache:
         return {"hits": self.hits, "misses": self.misses}
 
 
+SVD_ROUTES = ("exact", "lora", "randomized", "gram")
 WHOLE_SPECTRUM = ("exact",)  # stored with every column, the rank rule applied on load; other routes are keyed by it
 
 
@@ -138,9 +140,10 @@ class _Where:
         self.device = (vector.B if isinstance(vector, LoRAFactors) else vector).device
 
 
-def _lookup(path: Path, key: str, rule: RankRule, where: _Where) -> tuple[dict | None, ColumnBasis | None]:
+def _lookup(path: Path, key: str, rule: RankRule, where: _Where, warn: bool = True
+            ) -> tuple[dict | None, ColumnBasis | None]:
     """The stored entry and the basis it gives for ``rule`` (None when absent, damaged or too narrow)."""
-    entry = _read_entry(path, key)
+    entry = _read_entry(path, key, warn)
     return entry, (_select(entry, rule, where) if entry is not None else None)
 
 
@@ -159,46 +162,19 @@ def _as_entry(basis: ColumnBasis, backend: str = "exact") -> dict:
     return {"U": basis.U, "s": basis.singular_values, "total_energy": basis.total_energy, "backend": backend}
 
 
-def _checksum(u: torch.Tensor, s: torch.Tensor) -> str:
-    h = hashlib.sha256()
-    for t in (u, s):
-        h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(tensor_bytes(t))
-    return h.hexdigest()
-
-
 def _write_entry(path: Path, key: str, basis: ColumnBasis, backend: str) -> None:
-    u = basis.U.detach().to("cpu").contiguous()
-    s = basis.singular_values.detach().to("cpu").contiguous()
-    meta = {"format": FORMAT, "key": key, "backend": backend, "total_energy": repr(float(basis.total_energy)),
-            "checksum": _checksum(u, s)}
-    io.save_safetensors(path, {"U": u, "s": s}, metadata=meta)
+    """Store U and s with every field read back (key, backend, total energy) under one checksum; skipped read-only."""
+    meta = {"format": FORMAT, "key": key, "backend": backend, "total_energy": float(basis.total_energy)}
+    store.save_entry(path, {"U": basis.U, "s": basis.singular_values}, meta)
 
 
-def _read_entry(path: Path, key: str) -> dict | None:
-    """The stored entry if it is complete and its checksum matches; None (to recompute) otherwise."""
-    if not path.exists():
+def _read_entry(path: Path, key: str, warn: bool = True) -> dict | None:
+    """The stored entry if complete and its checksum (data and metadata) holds; None (to recompute) otherwise."""
+    found = store.load_entry(path, {"format": FORMAT, "key": key}, warn=warn)
+    if found is None:
         return None
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            u, s = f.get_tensor("U"), f.get_tensor("s")
-        if meta.get("format") != FORMAT or meta.get("key") != key or meta.get("checksum") != _checksum(u, s):
-            return None
-        return {"U": u, "s": s, "total_energy": float(meta["total_energy"]), "backend": meta["backend"]}
-    except Exception:  # a truncated or foreign file: recompute it
+    tensors, meta = found
+    if set(tensors) != {"U", "s"} or meta.get("backend") not in SVD_ROUTES:
         return None
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock beside ``path``; the kernel drops it if the holder dies."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "a+") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        except OSError:  # a filesystem without locks: correct, only maybe computed twice
-            pass
-        yield
+    return {"U": tensors["U"], "s": tensors["s"], "total_energy": float(meta["total_energy"]),
+            "backend": meta["backend"]}

@@ -12,15 +12,33 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from devec import io
 from devec.runtime import Run, seed_everything
+from devec.settings import describe, validate
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+def config_dir() -> str:
+    """conf/: the repository's (a source checkout or editable install), else the copy the wheel ships as devec.conf."""
+    package = Path(__file__).resolve().parent
+    repo = package.parent / "conf"
+    return str(repo if (repo / "config.yaml").is_file() else package / "conf")
+
+
+CONFIG_DIR = config_dir()
+
+USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, ImportError, OmegaConfBaseException)
+"""Mistakes in settings, paths, permissions or installed packages: one line on stderr, not a traceback
+(devec.settings.ConfigError is a ValueError). DEVEC_TRACEBACK=1 shows the traceback."""
 
 
 def execute(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """Run ``cfg.runner`` in ``out_dir``: resolved config, results.json and the runner's tables and plots."""
+    """Run ``cfg.runner`` in ``out_dir``: resolved config, results.json and the runner's tables and plots.
+
+    Every setting is checked first (:func:`devec.settings.validate`), before the runner builds or downloads anything.
+    """
+    validate(cfg)
     seed_everything(int(cfg.seed))
     runner = get_method(cfg.runner)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -45,12 +63,25 @@ def _hydra_main(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         execute(cfg, out_dir)
-    except (ValueError, FileNotFoundError) as err:
+    except USER_ERRORS as err:
         if os.environ.get("DEVEC_TRACEBACK"):
             raise
-        print(f"devec: error: {err}\n(DEVEC_TRACEBACK=1 shows where)", file=sys.stderr)
+        print(f"devec: error: {error_line(err)}\n(DEVEC_TRACEBACK=1 shows where)", file=sys.stderr)
         sys.exit(2)
     print(f"results: {out_dir / 'results.json'}")
+
+
+def error_line(err: BaseException) -> str:
+    """One line for a user's mistake, with what to change where the error type alone says it."""
+    if isinstance(err, OmegaConfBaseException):
+        return describe(err)
+    line = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, PermissionError):
+        return (f"{line}: not writable; run with decomposition.cache=false to skip the cache, or point "
+                f"DEVEC_CACHE=<writable dir> (DEVEC_OUTPUTS for run outputs) elsewhere")
+    if isinstance(err, ModuleNotFoundError):
+        return f"{line} (a package this run needs is not installed: pip install it, or pick another setting)"
+    return line
 
 
 def main() -> None:

@@ -5,25 +5,28 @@ itself written atomically, and only after the unit's file is complete. A unit co
 manifest names it and its file's checksum matches, so a run killed at any point (even mid-write) restarts
 from its last finished unit and never reads a truncated file. The store of a run is keyed by a hash of its
 resolved config without the output-only keys and by devec's code, so re-running the same command with the
-same code resumes it, and a changed config or code starts afresh.
+same code resumes it, and a changed config or code starts afresh. Each manifest record carries its own checksum
+(an edited record is not trusted), a damaged unit is logged once and recomputed, a damaged manifest starts the
+run afresh with a warning, and a read-only cache keeps new units in memory for this run only.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import functools
 import hashlib
 import json
+import logging
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from devec import io
+from devec import io, store
+
+log = logging.getLogger(__name__)
 
 OUTPUT_ONLY_KEYS = ("paths", "logger", "hydra", "tags", "resume")
 """Config keys that change where and how a run reports, never what it computes."""
@@ -37,22 +40,29 @@ class UnitStore:
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
         self._verified: set[str] = set()
+        self._warned: set[str] = set()
+        self._memory: dict[str, Any] = {}  # units of this run on a read-only cache
         self._cached: tuple[tuple[int, int, int], dict[str, dict[str, Any]]] | None = None
 
     @classmethod
     def for_config(cls, cache_dir: str | os.PathLike, cfg: Any, exclude: Iterable[str] = OUTPUT_ONLY_KEYS) -> UnitStore:
         """The store of the run that ``cfg`` describes: ``<cache_dir>/runs/<config hash>``."""
-        return cls(Path(cache_dir) / "runs" / config_hash(cfg, exclude))
+        root = Path(cache_dir) / "runs" / config_hash(cfg, exclude)
+        store.writable(root.parent)  # a read-only cache: say so once, before the first unit
+        return cls(root)
 
     def done(self, unit: str) -> bool:
         """True when ``unit`` was finished: named in the manifest, its file complete and its checksum right."""
-        if unit in self._verified:
+        if unit in self._verified or unit in self._memory:
             return True
         record = self._manifest().get(unit)
         if record is None:
             return False
-        path = self.root / record["file"]
-        if not path.is_file() or path.stat().st_size != record["size"] or io.sha256_file(path) != record["sha256"]:
+        problem = _record_problem(self.root, unit, record)
+        if problem is not None:
+            if unit not in self._warned:
+                self._warned.add(unit)
+                log.warning("finished unit %r in %s is damaged (%s): computing it again", unit, self.root, problem)
             return False
         self._verified.add(unit)
         return True
@@ -61,6 +71,8 @@ class UnitStore:
         """The object saved for ``unit``; raises KeyError when the unit is not (or no longer validly) stored."""
         if not self.done(unit):
             raise KeyError(f"unit {unit!r} is not finished in {self.root}")
+        if unit in self._memory:
+            return _roundtrip(self._memory[unit])
         record = self._manifest()[unit]
         path = self.root / record["file"]
         if record["kind"] == "json":
@@ -74,6 +86,9 @@ class UnitStore:
 
     def save(self, unit: str, obj: Any) -> Any:
         """Store ``obj`` (JSON-able, or a dict whose top-level tensors go to safetensors) as ``unit``; returns it."""
+        if not store.writable(self.root / "units"):
+            self._memory[unit] = obj
+            return obj
         tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)} if isinstance(obj, Mapping) else {}
         stem = _file_stem(unit)
         if tensors:
@@ -84,9 +99,11 @@ class UnitStore:
         else:
             path = io.write_json(self.root / "units" / f"{stem}.json", {"unit": unit, "value": obj})
             kind = "json"
-        record = {"file": str(path.relative_to(self.root)), "kind": kind, "size": path.stat().st_size,
+        record = {"file": path.relative_to(self.root).as_posix(), "kind": kind, "size": path.stat().st_size,
                   "sha256": io.sha256_file(path)}
-        with self._lock():
+        record["check"] = _record_check(unit, record)
+        self._warned.discard(unit)
+        with store.locked(self.root / MANIFEST):
             manifest = self._manifest()
             manifest[unit] = record
             io.write_json(self.root / MANIFEST, manifest)
@@ -107,18 +124,42 @@ class UnitStore:
             return dict(self._cached[1])
         try:
             manifest = json.loads(path.read_text())
-            self._cached = (stamp, manifest)
-            return dict(manifest)
-        except json.JSONDecodeError as err:  # written atomically, so this is outside damage: say so
-            raise RuntimeError(f"{path} is corrupt ({err}); delete {self.root} to start this run afresh") from err
+            if not isinstance(manifest, dict) or not all(isinstance(r, dict) for r in manifest.values()):
+                raise ValueError("not a mapping of unit records")
+        except (OSError, ValueError) as err:  # written atomically, so this is outside damage: say so, start afresh
+            manifest = {}
+            if MANIFEST not in self._warned:
+                self._warned.add(MANIFEST)
+                log.warning("%s is damaged (%s): every unit of this run is computed again", path,
+                            str(err).splitlines()[0][:120])
+        self._cached = (stamp, manifest)
+        return dict(manifest)
 
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+") as f:
-            with contextlib.suppress(OSError):
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            yield
+
+def _record_check(unit: str, record: Mapping[str, Any]) -> str:
+    """sha256 of a manifest record and its unit name: an edited record is not trusted."""
+    return store.digest({"unit": unit, **{k: v for k, v in record.items() if k != "check"}})
+
+
+def _record_problem(root: Path, unit: str, record: Mapping[str, Any]) -> str | None:
+    """What is wrong with a finished unit's record or file; None when it is intact."""
+    if record.get("check") != _record_check(unit, record):
+        return f"its record in {MANIFEST} was edited or written by older code"
+    path = root / record["file"]
+    if not path.is_file():
+        return f"{record['file']} is missing"
+    if path.stat().st_size != record["size"] or io.sha256_file(path) != record["sha256"]:
+        return f"{record['file']} changed after it was written (checksum mismatch)"
+    return None
+
+
+def _roundtrip(obj: Any) -> Any:
+    """``obj`` as it would come back from the store (JSON values; top-level tensors kept)."""
+    if isinstance(obj, Mapping) and any(isinstance(v, torch.Tensor) for v in obj.values()):
+        tensors = {k: v.detach().to("cpu").clone() for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        rest = json.loads(json.dumps({k: v for k, v in obj.items() if k not in tensors}, default=io.json_default))
+        return {**rest, **tensors}
+    return json.loads(json.dumps(obj, default=io.json_default))
 
 
 def resumable(units: Iterable[str], store: UnitStore, fn: Callable[[str], Any],

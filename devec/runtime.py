@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from devec import io
+from devec import io, store
 from devec.loggers import NullLogger
 
 
@@ -46,6 +46,7 @@ class Run:
         self.out_dir = Path(self.out_dir)
         self.cache_dir = Path(self.cache_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        store.check_cache_dir(self.cache_dir)  # fails now, with a hint, if it cannot be created; warns if read-only
 
     def path(self, name: str) -> Path:
         return self.out_dir / name

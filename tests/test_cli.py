@@ -66,7 +66,9 @@ def test_decompose_users_checkpoints_writes_components(tmp_path):
      ("decomposition.rank=energy:0", "rank rule"),
      ("pool.finetuned=[{pre}]", "at least two"),
      ("pool.finetuned=[{pre},{bad}]", "contains NaN or Inf"),
-     ("pool.finetuned=[{pre},{module}]", "weights_only")],
+     ("pool.finetuned=[{pre},{module}]", "weights_only"),
+     ("pool.finetuned={pre}", "in brackets, 'pool.finetuned=["),
+     ("+decomposition.tua=0.9", "decomposition.tua: unknown key")],
 )
 def test_bad_input_stops_with_one_message_and_no_results(tmp_path, override, message):
     pre = {"w": torch.randn(5, 4)}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from devec.engine.subspace import check_tau
+
 SIDES = ("first", "second", "bisector")
 
 
@@ -42,6 +44,7 @@ def principal_vector_basis(u1: torch.Tensor, u2: torch.Tensor, tau: float, side:
     """
     if side not in SIDES:
         raise ValueError(f"side={side!r}: use one of {', '.join(SIDES)}")
+    tau = check_tau(tau)
     u1, u2 = u1.to(torch.float64), u2.to(torch.float64)
     y, cosines, zt = torch.linalg.svd(u1.T @ u2, full_matrices=False)
     keep = int((cosines.square() > tau).sum())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +28,7 @@ class RankRule:
             raise ValueError(f"unknown rank rule {self.kind!r}; use one of {', '.join(RANK_KINDS)}")
         if self.kind == "full":
             return
-        if self.value is None or not math.isfinite(self.value):
+        if isinstance(self.value, bool) or not isinstance(self.value, numbers.Real) or not math.isfinite(self.value):
             raise ValueError(f"rank rule {self.kind!r} needs a value, e.g. '{self.kind}:{_EXAMPLE[self.kind]}'")
         v = self.value
         ok = {
@@ -119,8 +120,11 @@ def parse_rank(rule: str | int | RankRule | None) -> RankRule:
         return rule
     if isinstance(rule, bool):
         raise ValueError(f"rank rule must be a string such as 'energy:0.9', got {rule!r}")
-    if isinstance(rule, int):
+    if isinstance(rule, numbers.Integral):  # Python and numpy integers: a fixed rank
         return RankRule("fixed", float(rule))
+    if isinstance(rule, numbers.Real):
+        raise ValueError(f"rank rule {rule!r} is a number without a kind: write e.g. 'energy:0.9', 'ratio:0.25' "
+                         "or 'fixed:64'")
     text = str(rule).strip().lower()
     kind, _, value = text.partition(":")
     if kind == "full":

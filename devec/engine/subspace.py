@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,7 @@ def shared_subspace(bases: list[torch.Tensor], tau: float, method: str = "lowran
     """
     if method not in METHODS:
         raise ValueError(f"method={method!r}: use one of {', '.join(METHODS)}")
+    tau = check_tau(tau)
     if len(bases) < 2:
         raise ValueError(f"the shared subspace needs at least two task vectors, got {len(bases)}")
     us = [u.to(torch.float64) for u in bases]
@@ -54,6 +56,13 @@ def shared_subspace(bases: list[torch.Tensor], tau: float, method: str = "lowran
     small = small @ (us[-1].T @ us[0])
     q, eigenvalues = _ordered_schur(small, tau)
     return SharedSubspace(us[0] @ q, eigenvalues)
+
+
+def check_tau(tau: object) -> float:
+    """``tau`` as a float in (0, 1], or a ValueError naming ``decomposition.tau`` (bools and NaN are refused)."""
+    if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not 0 < float(tau) <= 1:
+        raise ValueError(f"tau must be a real number in (0, 1] (decomposition.tau), got {tau!r}")
+    return float(tau)
 
 
 def _ordered_schur(matrix: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:

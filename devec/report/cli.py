@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 import sys
@@ -34,7 +35,11 @@ def build_report(sweep: str | Path, out_dir: str | Path | None = None, x: str | 
                  metrics: Sequence[str] = (), average: Sequence[str] = ("seed",), rows: str | None = None,
                  cols: str | None = None, curve_x: str | None = None, wandb_mode: str | None = "offline"
                  ) -> dict[str, Any]:
-    """Write the sweep's tables and plots under ``out_dir`` (default ``<sweep>/report``); returns what it wrote."""
+    """Write the sweep's tables and plots under ``out_dir`` (default ``<sweep>/report``); returns what it wrote.
+
+    A metric, ``x``, ``rows`` or ``cols`` that no run has is a ValueError naming what is available. The files of an
+    earlier report in ``out_dir`` (listed in its report.json) are removed first, so the folder holds this one only.
+    """
     sweep = find_sweep(sweep)
     out = Path(out_dir) if out_dir else sweep / "report"
     runs, missing = collect_runs(sweep, skip=[out])
@@ -42,14 +47,21 @@ def build_report(sweep: str | Path, out_dir: str | Path | None = None, x: str | 
         log.warning("%s has no results.json (failed or still running); rerun the same command to resume it", job)
     keys = swept_keys(runs)
     if x and x not in keys:
+        _check_setting("--x", x, runs, keys)
         keys.append(x)
     group_keys = [k for k in keys if k not in average]
     long = long_rows(runs, group_keys)
     per_curve = curve_rows(runs, group_keys)
     known = {r["metric"] for r in long} | {c for crows in per_curve.values() for c in crows[0]}
     unknown = [m for m in metrics if m not in known]
+    if unknown:
+        raise ValueError(f"--metric {', '.join(unknown)}: no run reports it; available: {', '.join(sorted(known))}")
+    for flag, key in (("--rows", rows), ("--cols", cols)):
+        if key and key not in ("metric", "run", "seed", *group_keys):
+            raise ValueError(f"{flag} {key}: use 'metric' or a swept key ({', '.join(group_keys) or 'none'})")
     if metrics:
         long = [r for r in long if r["metric"] in metrics]
+    _remove_previous(out)
     files: list[Path] = [io.write_csv(out / "long.csv", long)] if long else []
     table = aggregate(long, group_keys) if long else []
     sweep_title = f"{', '.join(sorted({str(r.results.get('experiment')) for r in runs}))}: {len(runs)} runs"
@@ -80,8 +92,6 @@ def build_report(sweep: str | Path, out_dir: str | Path | None = None, x: str | 
             figures.append(_save(out / f"curve_{_slug(name)}_{_slug(y)}.png", fig))
     summary = {"sweep": str(sweep), "out_dir": str(out), "runs": len(runs), "missing": [str(m) for m in missing],
                "swept": keys, "x": x, "tables": [str(f) for f in files], "figures": [str(f) for f in figures]}
-    if unknown:
-        summary["unknown_metrics"] = unknown
     io.write_json(out / "report.json", summary)
     if wandb_mode and wandb_mode != "disabled":
         _log_wandb(out, sweep, table, figures, wandb_mode)
@@ -109,12 +119,33 @@ def main(argv: Sequence[str] | None = None) -> None:
                                curve_x=args.curve_x, wandb_mode=None if args.no_wandb else args.wandb_mode)
     except (FileNotFoundError, ValueError) as err:
         sys.exit(f"devec-report: {err}")
-    if summary.get("unknown_metrics"):
-        log.warning("no run reports the metric(s) %s", ", ".join(summary["unknown_metrics"]))
     sweep_md = Path(summary["out_dir"]) / "sweep.md"
-    if sweep_md.is_file():
+    if str(sweep_md) in summary["tables"]:  # this report's table, never an earlier one's
         print(sweep_md.read_text())
     print(f"{summary['runs']} runs, swept {summary['swept'] or 'nothing'}; tables and plots in {summary['out_dir']}")
+
+
+def _check_setting(flag: str, key: str, runs: Sequence[Any], swept: Sequence[str]) -> None:
+    """``key`` is a setting some run has (an override, a config.yaml key or a results.json key)."""
+    if all(run.setting(key) is None for run in runs):
+        raise ValueError(f"{flag} {key}: no run has this setting; use a swept key ({', '.join(swept) or 'none'}) "
+                         f"or a dotted key of the runs' config.yaml, e.g. decomposition.tau")
+
+
+def _remove_previous(out: Path) -> None:
+    """Delete the files an earlier report wrote in ``out`` (its report.json lists them); nothing else is touched."""
+    manifest = out / "report.json"
+    if not manifest.is_file():
+        return
+    try:
+        earlier = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        earlier = {}
+    root = out.resolve()
+    for name in [*earlier.get("tables", []), *earlier.get("figures", []), str(manifest)]:
+        path = Path(name).resolve()
+        if path.parent == root and path.is_file():
+            path.unlink()
 
 
 def _log_wandb(out: Path, sweep: Path, table: list[dict[str, Any]], figures: list[Path], mode: str) -> None:

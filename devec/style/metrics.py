@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from devec import io
+from devec import store
 from devec.style import data
 
 
@@ -82,14 +82,25 @@ class ShapeClassifier(torch.nn.Module):
 def shape_classifier(cache_dir: str | Path, size: int, images: int = 960, steps: int = 300, seed: int = 0,
                      progress: Any = None) -> ShapeClassifier:
     """Train (or load from cache) the shape classifier on content drawn in every embedded style."""
-    from safetensors.torch import load_file
+    spec = {"size": size, "images": images, "steps": steps, "seed": seed,
+            "code": store.code_version("devec.style.metrics", "devec.style.data")}
+    key = store.key(spec, 12)
+    path = Path(cache_dir) / "style" / f"shape_classifier_{key}.safetensors"
+    found = store.load_entry(path, {"key": key})
+    with torch.random.fork_rng(devices=[]):  # the same weights whatever the caller drew before; its stream untouched
+        model = ShapeClassifier()
+        if found is not None and set(found[0]) == set(model.state_dict()):
+            model.load_state_dict(found[0])
+            return model.eval()
+        model = _train_shape_classifier(size, images, steps, seed, progress)
+    store.save_entry(path, model.state_dict(), {"key": key})
+    return model.eval()
 
-    path = Path(cache_dir) / "style" / f"shape_classifier_{size}_{images}_{steps}_{seed}.safetensors"
-    model = ShapeClassifier()
-    if path.exists():
-        model.load_state_dict(load_file(str(path)))
-        return model.eval()
+
+def _train_shape_classifier(size: int, images: int, steps: int, seed: int, progress: Any) -> ShapeClassifier:
+    """The shape classifier trained from ``seed`` on content drawn plain and in every style."""
     torch.manual_seed(seed)
+    model = ShapeClassifier()
     content, _, labels = data.make_content(images, size, seed + 101)
     x = torch.cat([content, *[data.apply_style(s, content) for s in data.STYLES]])
     y = labels.repeat(1 + len(data.STYLES))
@@ -103,8 +114,7 @@ def shape_classifier(cache_dir: str | Path, size: int, images: int = 960, steps:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    io.save_safetensors(path, model.state_dict())
-    return model.eval()
+    return model
 
 
 @torch.no_grad()

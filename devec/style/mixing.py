@@ -8,7 +8,7 @@ from typing import Any
 
 from devec.engine import TaskVector, frobenius_norm
 from devec.style.loras import StyleLoRA, load_adapter
-from devec.vectors import decompose_model, decomposition_kwargs
+from devec.vectors import DecompositionSettings, decompose_model
 
 COMPONENTS = ("original", "unique", "shared")
 
@@ -44,13 +44,13 @@ def decompose_styles(loras: Sequence[StyleLoRA], decomposition: Mapping[str, Any
     """
     if len(loras) < 2:
         raise ValueError(f"style mixing needs at least two style LoRAs (pool.styles), got {len(loras)}")
-    kwargs = decomposition_kwargs(decomposition)
-    if kwargs["mode"] != "joint":
+    settings = DecompositionSettings.from_config(decomposition)
+    if settings.mode != "joint":
         raise ValueError(f"style mixing decomposes all styles jointly (Sec. 4.2): use decomposition=joint, "
-                         f"not mode {kwargs['mode']!r}")
+                         f"not mode {settings.mode!r}")
     common = [m for m in loras[0].modules if all(m in lora.factors for lora in loras[1:])]
     pool = [{m: lora.factors[m] for m in common} for lora in loras]
-    md = decompose_model(pool, progress=progress, **kwargs)
+    md = decompose_model(pool, settings, progress=progress)
     unique = [dict(md.unique[i]) for i in range(len(loras))]
     shared = [dict(md.shared[i]) for i in range(len(loras))]
     report = list(md.report)

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from devec import io
+from devec.resume import UnitStore, resolved_config
 from devec.runtime import Run
 from devec.style.grid import image_grid
 from devec.style.loras import StyleLoRA, read_lora, save_lora
@@ -21,7 +23,7 @@ def run(cfg: DictConfig, run: Run) -> dict:
     """Decompose the style vectors jointly, then generate the same prompts and seeds with each style alone,
     the vanilla mix and the unique-only mix at every coefficient of the schedule; grid and numbers per method."""
     pool, spec, method = cfg.pool, cfg.data, cfg.method
-    base_path, lora_paths = style_pool(pool, run)
+    base_path, lora_paths = style_pool(pool, run, resume=bool(cfg.get("resume", True)))
     loras = [read_lora(lora_paths[s.name], name=s.name, weight=s.get("weight", 1.0), weight_name=s.get("weight_name"))
              for s in pool.styles]
     mixed = _select(loras, method.mix, OmegaConf.to_container(pool.styles, resolve=True))
@@ -60,8 +62,14 @@ def run(cfg: DictConfig, run: Run) -> dict:
             if name != "style":
                 settings.append((f"{name} x{float(gamma):g}", name, float(gamma), names,
                                  [float(gamma) * lora.weight for lora in mixed]))
-    images = {label: render(names, weights)
-              for label, _, _, names, weights in run.progress(settings, desc="generate")}
+    store = _image_store(cfg, run, lora_paths)
+    images = {}
+    for label, _, _, names, weights in run.progress(settings, desc="generate"):
+        unit = f"images | {label}"  # one unit per row of every grid: a killed run generates only what is left
+        if cfg.get("resume", True) and store.done(unit):
+            images[label] = store.load(unit)["images"]
+        else:
+            images[label] = store.save(unit, {"images": render(names, weights)})["images"]
 
     evaluator = Evaluator(spec.metrics, run.cache_dir, int(spec.height), device=cfg.device, progress=run.progress)
     feats = evaluator.normalise({label: evaluator.features(x) for label, x in images.items()})
@@ -89,13 +97,17 @@ def run(cfg: DictConfig, run: Run) -> dict:
             "rows": rows, "by_method": _by_method(rows, evaluator.adherence_name)}
 
 
-def style_pool(pool: DictConfig, run: Run) -> tuple[str | Path, dict[str, str | Path]]:
-    """The base pipeline and one LoRA source per style: built and cached (embedded) or as configured (hub, files)."""
+def style_pool(pool: DictConfig, run: Run, resume: bool = True) -> tuple[str | Path, dict[str, str | Path]]:
+    """The base pipeline and one LoRA source per style: built and cached (embedded) or as configured (hub, files).
+
+    Embedded LoRAs are units: ``resume=False`` (``cfg.resume``) trains them again.
+    """
     if pool.kind == "embedded":
         from devec.style.train import build_embedded
 
         container = OmegaConf.to_container(pool, resolve=True)
-        return build_embedded(container, run.cache_dir, progress=run.progress, seed=int(pool.get("seed", 0)))
+        return build_embedded(container, run.cache_dir, progress=run.progress, seed=int(pool.get("seed", 0)),
+                              resume=bool(resume))
     if pool.kind == "hub":
         paths = {}
         for s in pool.styles:
@@ -105,6 +117,13 @@ def style_pool(pool: DictConfig, run: Run) -> tuple[str | Path, dict[str, str | 
             paths[s.name] = s.path
         return pool.base, paths
     raise ValueError(f"pool.kind={pool.kind!r}: use embedded (tiny Flux built here) or hub (FLUX.1 and LoRA files)")
+
+
+def _image_store(cfg: DictConfig, run: Run, lora_paths: Mapping[str, str | Path]) -> UnitStore:
+    """The units of this run's images, keyed by its config, devec's code and the bytes of every local LoRA file."""
+    config = resolved_config(cfg)
+    config["lora_sha256"] = {n: io.sha256_file(p) for n, p in sorted(lora_paths.items()) if Path(p).is_file()}
+    return UnitStore.for_config(run.cache_dir, config)
 
 
 def _select(loras: Sequence[StyleLoRA], mix: Any, styles: Sequence[Mapping[str, Any]]) -> list[StyleLoRA]:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
+import atexit
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from devec import io
+from devec import io, store
 from devec.style import data
 from devec.style.pipeline import (
     build_tiny_pipeline,
@@ -22,12 +23,12 @@ from devec.style.pipeline import (
 )
 
 Progress = Callable[..., Iterable]
-BUILDER_VERSION = 2  # bump when the tiny pipeline or its training changes: old caches are then rebuilt
+BUILDER_CODE = ("devec.style.train", "devec.style.pipeline", "devec.style.data")  # a change rebuilds the cache
 
 
 def config_key(cfg: Mapping[str, Any]) -> str:
     """A short hash of a config block: the cache directory of what it builds."""
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return store.key(cfg, 12)
 
 
 def _plain(progress: Progress | None) -> Progress:
@@ -35,24 +36,31 @@ def _plain(progress: Progress | None) -> Progress:
 
 
 def build_embedded(pool: Mapping[str, Any], cache_dir: str | Path, progress: Progress | None = None,
-                   seed: int = 0) -> tuple[Path, dict[str, Path]]:
-    """The tiny base pipeline directory and one LoRA file per style, built once and cached by config."""
+                   seed: int = 0, resume: bool = True) -> tuple[Path, dict[str, Path]]:
+    """The tiny base pipeline directory and one LoRA file per style, built once and cached by config and code.
+
+    Each LoRA is a unit: a run killed after training some of them trains only the others when started again;
+    ``resume=False`` trains every LoRA again (the base pipeline, a cache, is kept).
+    """
     progress = _plain(progress)
-    base_cfg = {"builder": BUILDER_VERSION, "arch": dict(pool["arch"]), "train": dict(pool["base_train"]), "seed": seed,
-                "words": data.vocabulary()}
-    root = Path(cache_dir) / "style" / f"tiny_flux_{config_key(base_cfg)}"
-    base_dir = root / "base"
-    if not (base_dir / "model_index.json").exists():
-        _build_base(base_dir, base_cfg, progress)
+    base_cfg = {"code": store.code_version(*BUILDER_CODE), "arch": dict(pool["arch"]),
+                "train": dict(pool["base_train"]), "seed": seed, "words": data.vocabulary()}
+    base_key = config_key(base_cfg)
+    root = Path(cache_dir) / "style" / f"tiny_flux_{base_key}"
+    base_dir = store.built_dir(root / "base", {"key": base_key}, lambda tmp: _build_base(tmp, base_cfg, progress))
     lora_cfg = {"lora": dict(pool["lora_train"]), "styles": [s["name"] for s in pool["styles"]], "seed": seed}
-    lora_dir = root / f"loras_{config_key(lora_cfg)}"
+    lora_key = config_key(lora_cfg)
+    lora_dir = root / f"loras_{lora_key}"
     paths = {s["name"]: lora_dir / f"{s['name']}.safetensors" for s in pool["styles"]}
-    missing = [n for n, p in paths.items() if not p.exists()]
+    metas = {n: {"base": base_key, "lora": lora_key, "style": n} for n in paths}
+    missing = [n for n, p in paths.items() if not resume or not store.sealed(p, metas[n])]
     if missing:
         pipe = load_pipeline(base_dir)
         for name in missing:
-            _train_lora(pipe, name, paths[name], dict(pool["lora_train"]), int(pool["arch"]["image_size"]),
-                        int(pool["arch"]["max_sequence_length"]), seed, progress)
+            paths[name] = _train_lora(pipe, name, paths[name], dict(pool["lora_train"]),
+                                      int(pool["arch"]["image_size"]), int(pool["arch"]["max_sequence_length"]),
+                                      seed, progress)
+            store.seal(paths[name], metas[name])
     return base_dir, paths
 
 
@@ -120,8 +128,11 @@ def _fit_transformer(pipe: Any, images: torch.Tensor, prompts: list[str], train:
 
 
 def _train_lora(pipe: Any, style: str, path: Path, train: Mapping[str, Any], size: int, max_len: int, seed: int,
-                progress: Progress) -> None:
-    """A peft LoRA on the transformer's linears, trained on the content redrawn in ``style``; saved by diffusers."""
+                progress: Progress) -> Path:
+    """A peft LoRA on the transformer's linears, trained on the content redrawn in ``style``; saved by diffusers.
+
+    Returns where it was saved: ``path``, or a temporary file for this run when the cache is read-only.
+    """
     from diffusers import FluxPipeline
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
@@ -142,8 +153,11 @@ def _train_lora(pipe: Any, style: str, path: Path, train: Mapping[str, Any], siz
     _fit_transformer(pipe, images, prompts, train, size, max_len, seed + 11, progress, desc=f"train LoRA '{style}'",
                      params=params)
     state = get_peft_model_state_dict(pipe.transformer, adapter_name=style)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not store.writable(path.parent):
+        path = Path(tempfile.mkdtemp(prefix="devec-lora-")) / path.name
+        atexit.register(shutil.rmtree, path.parent, True)
     with io.atomic_path(path) as tmp:
         FluxPipeline.save_lora_weights(str(tmp.parent), transformer_lora_layers=state, weight_name=tmp.name,
                                        transformer_lora_adapter_metadata=config.to_dict())
     pipe.transformer.delete_adapters(style)
+    return path

@@ -10,11 +10,12 @@ import torch
 from omegaconf import DictConfig
 
 from devec.dtypes import torch_dtype
+from devec.resume import UnitStore
 from devec.runtime import Run, plain
 from devec.toxicity import evaluate, world
 from devec.toxicity.pool import ToxicityPool, load_pool
-from devec.toxicity.streaming import VectorStore, apply_vectors, stream_unique
-from devec.vectors import ParamPolicy
+from devec.toxicity.streaming import apply_vectors, stream_unique
+from devec.vectors import DecompositionSettings, StoredVectors
 
 
 @dataclass
@@ -61,26 +62,30 @@ def setup(cfg: DictConfig, run: Run) -> tuple[ToxicityPool, Bench]:
     return pool, bench
 
 
-def toxic_vector(cfg: DictConfig, run: Run, pool: ToxicityPool) -> VectorStore:
+def toxic_vector(cfg: DictConfig, run: Run, pool: ToxicityPool) -> StoredVectors:
     """The plain toxic task vector T, streamed into the cache (the negation baseline and the SFT model)."""
     return stream_unique(pool.base, pool.toxic, [], _cache(run), store_dtype=cfg.pool.store_dtype,
-                         progress=run.progress)
+                         resume=bool(cfg.get("resume", True)), progress=run.progress)
 
 
 def unique_vector(cfg: DictConfig, run: Run, pool: ToxicityPool, subpool: str, tau: float | None = None
-                  ) -> VectorStore:
-    """T_unique: the toxic vector minus what it shares with each vector of ``subpool`` in turn (Sec. 4.3)."""
+                  ) -> StoredVectors:
+    """T_unique: the toxic vector minus what it shares with each vector of ``subpool`` in turn (Sec. 4.3).
+
+    Layers are stored as they finish (resume; ``resume=false`` recomputes them); SVDs come from the basis cache
+    when ``decomposition.cache`` is on, so a tau sweep computes each once.
+    """
     d = cfg.decomposition
     if d.mode != "iterative":
         raise ValueError(f"toxicity removal uses decomposition=iterative, got decomposition.mode={d.mode!r}")
-    return stream_unique(pool.base, pool.toxic, pool.subpool(subpool), _cache(run),
-                         tau=float(d.tau if tau is None else tau), rank=str(d.rank), method=str(d.method),
-                         svd=str(d.svd), policy=ParamPolicy.from_config(plain(d.policy)),
-                         store_dtype=cfg.pool.store_dtype, device=cfg.pool.decompose_device,
-                         progress=run.progress)
+    changes = {} if tau is None else {"tau": float(tau)}
+    settings = DecompositionSettings.from_config(plain(d), **changes)
+    return stream_unique(pool.base, pool.toxic, pool.subpool(subpool), _cache(run), settings=settings,
+                         basis_fn=settings.basis_fn(run.cache_dir), resume=bool(cfg.get("resume", True)),
+                         store_dtype=cfg.pool.store_dtype, device=cfg.pool.decompose_device, progress=run.progress)
 
 
-def edited_model(cfg: DictConfig, pool: ToxicityPool, terms: list[tuple[float, VectorStore]]):
+def edited_model(cfg: DictConfig, pool: ToxicityPool, terms: list[tuple[float, StoredVectors]]):
     """``W = W_pre + sum coef * V`` loaded fresh from the base checkpoint (negation: coef = -lambda)."""
     from transformers import AutoModelForCausalLM
 
@@ -99,8 +104,9 @@ def table4(cfg: DictConfig, run: Run) -> dict[str, Any]:
                  (f"Negation (TV, lambda={m.tv_coefficient})", [(-float(m.tv_coefficient), t)]),
                  (f"DeVec unique negation (lambda={m.coefficient}, {m.subpool})", [(-float(m.coefficient), u)])]
     rows = []
+    evaluations = UnitStore.for_config(run.cache_dir, cfg)
     for name, terms in run.progress(rows_spec, "Table 4 models"):
-        scores = bench.score(edited_model(cfg, pool, terms))
+        scores = scored(cfg, evaluations, f"table4 | {name}", bench, pool, terms)
         rows.append({"model": name, **scores})
         run.log({f"table4/{name}/{k}": v for k, v in scores.items()})
     energy = _unique_energy(u)
@@ -117,10 +123,11 @@ def fig5_negation_coefficient(cfg: DictConfig, run: Run) -> dict[str, Any]:
     t = toxic_vector(cfg, run, pool)
     curves: dict[str, list[dict[str, Any]]] = {}
     vectors = {"TV negation": t, **{s: unique_vector(cfg, run, pool, s) for s in m.subpools}}
+    evaluations = UnitStore.for_config(run.cache_dir, cfg)
     for label, vec in vectors.items():
         curves[label] = []
         for lam in run.progress(list(m.coefficients), f"lambda sweep: {label}"):
-            scores = bench.score(edited_model(cfg, pool, [(-float(lam), vec)]), control=control)
+            scores = scored(cfg, evaluations, f"fig5 | {label}", bench, pool, [(-float(lam), vec)], control)
             curves[label].append({"pool": label, "lambda": float(lam), **scores})
             run.log({f"fig5/{label}/{k}": v for k, v in scores.items()} | {"fig5/lambda": float(lam)})
     rows = [r for c in curves.values() for r in c]
@@ -130,12 +137,23 @@ def fig5_negation_coefficient(cfg: DictConfig, run: Run) -> dict[str, Any]:
 
 
 def fig6_tau(cfg: DictConfig, run: Run) -> dict[str, Any]:
-    """Fig. 6: sweep tau of the iterative extraction at a fixed lambda; % toxic and control against tau."""
+    """Fig. 6: sweep tau of the iterative extraction at a fixed lambda; % toxic and control against tau.
+
+    The taus are ``method.taus``; ``decomposition.tau`` stays unset (devec.settings refuses it with that hint), and
+    each extraction sees a config whose ``decomposition.tau`` is the swept value.
+    """
+    import copy
+
+    from omegaconf import open_dict
+
     pool, bench = setup(cfg, run)
     m = cfg.method
     rows = []
     for tau in run.progress(list(m.taus), "tau sweep"):
-        u = unique_vector(cfg, run, pool, m.subpool, tau=float(tau))
+        at_tau = copy.deepcopy(cfg)
+        with open_dict(at_tau):
+            at_tau.decomposition = {**plain(cfg.decomposition), "tau": float(tau)}
+        u = unique_vector(at_tau, run, pool, m.subpool, tau=float(tau))
         model = edited_model(cfg, pool, [(-float(m.coefficient), u)])
         scores = bench.score(model, control=list(cfg.data.sweep_control))
         rows.append({"tau": float(tau), "unique_energy": _unique_energy(u), **scores})
@@ -143,6 +161,17 @@ def fig6_tau(cfg: DictConfig, run: Run) -> dict[str, Any]:
     run.save_table("fig6_tau", rows, title=f"Fig. 6: tau sweep (lambda={m.coefficient}, sub-pool {m.subpool})")
     run.save_figure("fig6_tau", _plot({"DeVec": rows}, "tau", _metric_keys(rows), "tau"))
     return {"rows": rows}
+
+
+def scored(cfg: DictConfig, evaluations: UnitStore, unit: str, bench: Bench, pool: ToxicityPool,
+           terms: list[tuple[float, StoredVectors]], control: list[str] | None = None) -> dict[str, float]:
+    """``bench.score`` of ``W_pre + sum coef * V``, a resumable unit named by the vectors' content keys and the
+    coefficients (``resume=false`` scores it again)."""
+    edit = ", ".join(f"{coef!r} x {vec.root.name}" for coef, vec in terms) or "none"
+    name = f"{unit} | {edit} | control {control if control is not None else 'all'}"
+    if cfg.get("resume", True) and evaluations.done(name):
+        return evaluations.load(name)
+    return evaluations.save(name, bench.score(edited_model(cfg, pool, terms), control=control))
 
 
 def train_toxic_dora(cfg: DictConfig, run: Run) -> dict[str, Any]:
@@ -197,7 +226,7 @@ def _plot(curves: dict[str, list[dict[str, Any]]], x: str, metrics: list[str], x
     return fig
 
 
-def _unique_energy(store: VectorStore) -> float:
+def _unique_energy(store: StoredVectors) -> float:
     """Share of the toxic vector's squared norm kept in T_unique, averaged over decomposed parameters."""
     rows = [r for r in store.report() if r.get("action") == "decompose"]
     return sum(r["unique_energy"] for r in rows) / max(1, len(rows))

@@ -1,7 +1,8 @@
 """Lazy task-vector sources, one parameter at a time: full checkpoints (safetensors shards) and DoRA adapters.
 
 A source never loads a whole model: ``delta(name, w_pre)`` reads one tensor (``safetensors.safe_open``) and
-returns that parameter's task vector ``W_ft - W_pre``, or ``None`` when the fine-tune left it untouched.
+returns that parameter's task vector ``W_ft - W_pre``, or ``None`` when the fine-tune left it untouched. Both are
+:class:`devec.vectors.model.DeltaSource` members of a :class:`devec.vectors.SourcePool`.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import logging
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from devec.vectors import open_checkpoint
+from devec.vectors.fingerprint import path_fingerprint
 
 LORA_PREFIX = "base_model.model."
 log = logging.getLogger(__name__)
@@ -26,9 +29,14 @@ class FullSource:
     kind = "full"
 
     def __init__(self, path: str | Path, name: str = "") -> None:
+        self.path = Path(path)
         self.ckpt = open_checkpoint(path)
         self.name = name or Path(path).name
         self._keys = set(self.ckpt.keys())
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The checkpoint's content (sampled; no path), for the vector store's key."""
+        return {"kind": self.kind, "files": path_fingerprint(self.path)}
 
     def delta(self, param: str, w_pre: torch.Tensor) -> torch.Tensor | None:
         if param not in self._keys:
@@ -80,6 +88,10 @@ class DoRASource:
             if m:
                 module = m.group(1)
                 self._modules[module.removeprefix(LORA_PREFIX) + ".weight"] = module
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The adapter's content (config and weights, sampled; no path), for the vector store's key."""
+        return {"kind": self.kind, "files": path_fingerprint(self.path)}
 
     def params(self) -> list[str]:
         """Base-model parameter names this adapter changes."""

@@ -6,43 +6,24 @@ run loads them through exactly the code paths used for ``meta-llama/Llama-2-7b-h
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import random
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from devec import store
+from devec.io import atomic_dir  # noqa: F401 - re-exported: recipe.py writes its trained adapters with it
 from devec.toxicity import world
 
 SPECIALS = ("<unk>", "<s>", "</s>", "<pad>")
+POOL_CODE = ("devec.toxicity.tiny", "devec.toxicity.world")  # a change to either rebuilds the embedded pool
 
 
 def config_key(obj: Any) -> str:
     """A short stable hash of a JSON-able config (cache directory names)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-@contextmanager
-def atomic_dir(path: Path) -> Iterator[Path]:
-    """Yield a temporary directory beside ``path``; rename it over ``path`` only when the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    return store.key(obj, 12)
 
 
 def build_tokenizer(words: Sequence[str]):
@@ -130,56 +111,66 @@ def build_embedded_pool(spec: Mapping[str, Any], cache_dir: Path, progress=None)
     """Build (or reuse from ``cache_dir``) the tokenizer, the pre-trained tiny LLaMA and every fine-tune of ``spec``.
 
     Returns ``{"root", "tokenizer", "base", "members": {name: {"path", "kind"}}}``; ``kind`` is ``full``
-    (a sharded HF checkpoint) or ``dora`` (a peft adapter directory).
+    (a sharded HF checkpoint) or ``dora`` (a peft adapter directory). Every directory is keyed by ``spec`` and
+    the code that builds it, and verified file by file against its manifest (:func:`devec.store.built_dir`).
     """
-    root = Path(cache_dir) / "toxicity" / f"embedded-{config_key({**spec, 'world': world.WORLD_VERSION})}"
+    key = config_key({**spec, "world": world.WORLD_VERSION, "code": store.code_version(*POOL_CODE)})
+    root = Path(cache_dir) / "toxicity" / f"embedded-{key}"
     facts = world.make_facts(int(spec["world_seed"]))
     shard = str(spec.get("max_shard_size", "200KB"))
-    tok_dir, base_dir = root / "tokenizer", root / "base"
-    if not (tok_dir / "tokenizer.json").exists():
-        with atomic_dir(tok_dir) as tmp:
-            build_tokenizer(world.vocabulary(facts)).save_pretrained(tmp)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    tok_dir = store.built_dir(root / "tokenizer", {"key": key, "part": "tokenizer"},
+                              lambda tmp: build_tokenizer(world.vocabulary(facts)).save_pretrained(tmp))
+    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tok_dir)
-    m = spec["model"]
-    if not (base_dir / "config.json").exists():
-        model = tiny_llama(len(tok), int(m["hidden_size"]), int(m["layers"]), int(m["heads"]),
-                           int(m["intermediate_size"]), seed=int(spec["seed"]))
-        pre = spec["pretrain"]
-        corpus = world.pretraining_corpus(facts, int(pre["n_texts"]), float(pre["toxic_rate"]), int(spec["seed"]))
-        examples = encode_pairs(tok, [("", t) for t in corpus], mask_prompt=False)
-        train_lm(model, examples, int(pre["steps"]), int(pre["batch_size"]), float(pre["lr"]), int(spec["seed"]),
-                 tok.pad_token_id, weight_decay=0.01, progress=progress, desc="pre-train tiny LLaMA")
-        with atomic_dir(base_dir) as tmp:
-            model.save_pretrained(tmp, max_shard_size=shard)
-            tok.save_pretrained(tmp)
+    base_dir = store.built_dir(root / "base", {"key": key, "part": "base"},
+                               lambda tmp: _pretrain(spec, facts, tok, shard, tmp, progress))
     members = {}
     for name, member in spec["members"].items():
         if member is None:
             continue
         kind = str(member["kind"])
-        out = root / "pool" / name
-        members[name] = {"path": str(out), "kind": kind}
-        if (out / "adapter_config.json").exists() or (out / "config.json").exists():
-            continue
-        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-        if kind == "dora":
-            from peft import get_peft_model
-
-            model = get_peft_model(model, dora_config(int(member["r"]), int(member["alpha"]),
-                                                      float(member.get("dropout", 0.0))))
-        elif kind != "full":
+        if kind not in ("full", "dora"):
             raise ValueError(f"pool member {name}: kind={kind!r}, use full or dora")
-        seed = int(spec["seed"]) + 1 + sorted(spec["members"]).index(name)
-        pairs = world.behaviour_data(str(member["behaviour"]), facts, int(member["n_pairs"]), seed)
-        examples = encode_pairs(tok, pairs, mask_prompt=True)
-        train_lm(model, examples, int(member["steps"]), int(member["batch_size"]), float(member["lr"]), seed,
-                 tok.pad_token_id, progress=progress, desc=f"fine-tune {name} ({kind})")
-        with atomic_dir(out) as tmp:
-            if kind == "dora":
-                model.save_pretrained(tmp)
-            else:
-                model.save_pretrained(tmp, max_shard_size=shard)
-                tok.save_pretrained(tmp)
+        out = store.built_dir(root / "pool" / name, {"key": key, "part": name},
+                              lambda tmp, name=name, member=member: _fine_tune(spec, facts, tok, base_dir, name,
+                                                                               member, shard, tmp, progress))
+        members[name] = {"path": str(out), "kind": kind}
     return {"root": str(root), "tokenizer": str(tok_dir), "base": str(base_dir), "members": members}
+
+
+def _pretrain(spec: Mapping[str, Any], facts: Any, tok: Any, shard: str, out: Path, progress: Any) -> None:
+    """Pre-train the tiny LLaMA on the world's corpus and save it (sharded) with its tokenizer into ``out``."""
+    m, pre = spec["model"], spec["pretrain"]
+    model = tiny_llama(len(tok), int(m["hidden_size"]), int(m["layers"]), int(m["heads"]),
+                       int(m["intermediate_size"]), seed=int(spec["seed"]))
+    corpus = world.pretraining_corpus(facts, int(pre["n_texts"]), float(pre["toxic_rate"]), int(spec["seed"]))
+    examples = encode_pairs(tok, [("", t) for t in corpus], mask_prompt=False)
+    train_lm(model, examples, int(pre["steps"]), int(pre["batch_size"]), float(pre["lr"]), int(spec["seed"]),
+             tok.pad_token_id, weight_decay=0.01, progress=progress, desc="pre-train tiny LLaMA")
+    model.save_pretrained(out, max_shard_size=shard)
+    tok.save_pretrained(out)
+
+
+def _fine_tune(spec: Mapping[str, Any], facts: Any, tok: Any, base_dir: Path, name: str, member: Mapping[str, Any],
+               shard: str, out: Path, progress: Any) -> None:
+    """Fine-tune pool member ``name`` (all weights, or a DoRA adapter) from the base and save it into ``out``."""
+    from transformers import AutoModelForCausalLM
+
+    kind = str(member["kind"])
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    if kind == "dora":
+        from peft import get_peft_model
+
+        model = get_peft_model(model, dora_config(int(member["r"]), int(member["alpha"]),
+                                                  float(member.get("dropout", 0.0))))
+    seed = int(spec["seed"]) + 1 + sorted(spec["members"]).index(name)
+    pairs = world.behaviour_data(str(member["behaviour"]), facts, int(member["n_pairs"]), seed)
+    examples = encode_pairs(tok, pairs, mask_prompt=True)
+    train_lm(model, examples, int(member["steps"]), int(member["batch_size"]), float(member["lr"]), seed,
+             tok.pad_token_id, progress=progress, desc=f"fine-tune {name} ({kind})")
+    if kind == "dora":
+        model.save_pretrained(out)
+    else:
+        model.save_pretrained(out, max_shard_size=shard)
+        tok.save_pretrained(out)

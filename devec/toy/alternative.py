@@ -18,13 +18,16 @@ from devec.toy.data import planted_pool  # noqa: E402
 
 
 def run(cfg: DictConfig, run: Run) -> dict:
-    """Over ``toy.runs`` random pools, the largest and mean principal angle between the two shared bases."""
+    """Over ``toy.runs`` random pools, the largest and mean principal angle between the two shared bases (on
+    ``cfg.device``)."""
     toy, dec = cfg.toy, cfg.decomposition
-    gen = torch.Generator().manual_seed(int(cfg.seed))
+    device = torch.device(str(cfg.get("device", "cpu")))
+    gen = torch.Generator().manual_seed(int(cfg.seed))  # drawn on the CPU: the same pools on every device
     basis_fn = BasisCache(run.cache_dir / "bases").column_basis if dec.get("cache", True) else column_basis
     rows = []
     for i in run.progress(range(int(toy.runs)), desc="runs"):
         vectors, _ = planted_pool(toy.n, toy.m, toy.shared, toy.unique, k=2, sigma=toy.sigma, generator=gen)
+        vectors = [v.to(device) for v in vectors]
         bases = [basis_fn(v, dec.rank, svd=dec.svd) for v in vectors]
         prop = decompose(vectors, tau=dec.tau, rank=dec.rank, method=dec.method, bases=bases).basis
         theorem = principal_vector_basis(bases[0].U, bases[1].U, dec.tau, side=toy.side)

@@ -24,14 +24,16 @@ def subspace_error_deg(basis: torch.Tensor, truth: torch.Tensor) -> float:
 
 
 def run(cfg: DictConfig, run: Run) -> dict:
-    """Sweep the noise level; record the shared dimension found and its angle to the truth."""
+    """Sweep the noise level; record the shared dimension found and its angle to the truth (on ``cfg.device``)."""
     toy, dec = cfg.toy, cfg.decomposition
-    gen = torch.Generator().manual_seed(int(cfg.seed))
+    device = torch.device(str(cfg.get("device", "cpu")))
+    gen = torch.Generator().manual_seed(int(cfg.seed))  # drawn on the CPU: the same pools on every device
     rows, spectra = [], {}
     for sigma in run.progress(list(toy.sigmas), desc="noise levels"):
         errors, dims = [], []
         for rep in range(int(toy.repeats)):
             vectors, truth = planted_pool(toy.n, toy.m, toy.shared, toy.unique, k=toy.k, sigma=sigma, generator=gen)
+            vectors, truth = [v.to(device) for v in vectors], truth.to(device)
             d = decompose(vectors, tau=dec.tau, rank=dec.rank, method=dec.method, svd=dec.svd)
             errors.append(subspace_error_deg(d.basis, truth))
             dims.append(d.shared_dim)

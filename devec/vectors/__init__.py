@@ -1,19 +1,23 @@
-"""Task vectors from checkpoints: safe lazy loading, parameter policies, whole-model decomposition."""
+"""Task vectors from checkpoints: safe lazy loading, parameter policies, the one whole-model decomposition driver."""
 
 from devec.vectors.checkpoint import Checkpoint, open_checkpoint
-from devec.vectors.model import (
-    InMemoryPool,
+from devec.vectors.driver import (
+    DecompositionSettings,
     LayerResult,
     ModelDecomposition,
-    TaskVectorPool,
+    StoredDecomposition,
+    StoredVectors,
     decompose_model,
-    decomposition_kwargs,
+    decompose_to_store,
     iter_decompose,
-    task_vectors,
+    layer_group,
+    store_for,
 )
+from devec.vectors.model import InMemoryPool, SourcePool, TaskVectorPool, task_vectors
 from devec.vectors.policy import ParamPolicy
 
 __all__ = [
-    "Checkpoint", "InMemoryPool", "LayerResult", "ModelDecomposition", "ParamPolicy", "TaskVectorPool",
-    "decompose_model", "decomposition_kwargs", "iter_decompose", "open_checkpoint", "task_vectors",
+    "Checkpoint", "DecompositionSettings", "InMemoryPool", "LayerResult", "ModelDecomposition", "ParamPolicy",
+    "SourcePool", "StoredDecomposition", "StoredVectors", "TaskVectorPool", "decompose_model",
+    "decompose_to_store", "iter_decompose", "layer_group", "open_checkpoint", "store_for", "task_vectors",
 ]

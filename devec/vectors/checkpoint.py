@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -56,19 +57,25 @@ class StateDictCheckpoint(Checkpoint):
 
 
 class SafetensorsCheckpoint(Checkpoint):
-    """One or more safetensors files (shards); each tensor is read from disk when asked for."""
+    """One or more safetensors files (shards); each tensor is read from disk when asked for.
 
-    def __init__(self, files: list[Path], source: str) -> None:
-        from safetensors import safe_open
+    Without ``weight_map`` no tensor may be in two files; with it (from an index) each tensor comes from its file.
+    """
 
+    def __init__(self, files: list[Path], source: str, weight_map: Mapping[str, Path] | None = None) -> None:
         self.source = source
         self._where: dict[str, Path] = {}
         self._shapes: dict[str, tuple[int, ...]] = {}
-        for f in files:
-            with safe_open(str(f), framework="pt") as handle:
-                for k in handle.keys():
+        headers = {f: read_safetensors_header(f) for f in files}
+        if weight_map is None:
+            _refuse_duplicates(headers, source)
+        else:
+            _check_weight_map(weight_map, headers, source)
+        for f, shapes in headers.items():
+            for k, shape in shapes.items():
+                if weight_map is None or weight_map[k] == f:
                     self._where[k] = f
-                    self._shapes[k] = tuple(handle.get_slice(k).get_shape())
+                    self._shapes[k] = shape
 
     def keys(self) -> list[str]:
         return list(self._where)
@@ -79,8 +86,62 @@ class SafetensorsCheckpoint(Checkpoint):
     def get(self, name: str) -> torch.Tensor:
         from safetensors import safe_open
 
-        with safe_open(str(self._where[name]), framework="pt") as handle:
-            return handle.get_tensor(name)
+        path = self._where[name]
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                return handle.get_tensor(name)
+        except OSError:
+            raise
+        except Exception as err:  # noqa: BLE001 - SafetensorError and friends: name the file
+            raise ValueError(_corrupt_message(path, err)) from None
+
+
+def read_safetensors_header(path: Path) -> dict[str, tuple[int, ...]]:
+    """``{name: shape}`` from a safetensors file's header; a truncated or corrupt file is a ValueError naming it."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
+    except OSError:
+        raise
+    except Exception as err:  # noqa: BLE001 - SafetensorError is not importable as a stable name
+        raise ValueError(_corrupt_message(path, err)) from None
+
+
+def _corrupt_message(path: Path, err: Exception) -> str:
+    return (f"{path}: not a readable safetensors file, it is truncated or corrupt "
+            f"({type(err).__name__}: {_first_line(err)}); re-download or re-convert it")
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0][:200] if lines else ""
+
+
+def _refuse_duplicates(headers: Mapping[Path, Mapping[str, tuple[int, ...]]], source: str) -> None:
+    """Two files holding the same tensor, with no index to choose: an error naming both files and the keys."""
+    owner: dict[str, Path] = {}
+    for f, shapes in headers.items():
+        for k in shapes:
+            if k in owner:
+                first = owner[k]
+                shared = [key for key in shapes if owner.get(key) == first]
+                raise ValueError(
+                    f"{source}: {first.name} and {f.name} both hold {len(shared)} of the same tensors "
+                    f"(e.g. {shared[:3]}), so it is ambiguous which to use. Point at one file "
+                    f"(e.g. {first}) or add a model.safetensors.index.json whose weight_map names "
+                    f"the file for each tensor"
+                )
+            owner[k] = f
+
+
+def _check_weight_map(weight_map: Mapping[str, Path], headers: Mapping[Path, Mapping], source: str) -> None:
+    """Every tensor an index names must be in the shard it names."""
+    for k, f in weight_map.items():
+        if k not in headers[f]:
+            raise ValueError(f"{source}: the index says tensor '{k}' is in {f.name}, which does not hold it; "
+                             f"the index and shards do not match, re-download them")
 
 
 def open_checkpoint(source: str | os.PathLike | Mapping[str, torch.Tensor] | Checkpoint) -> Checkpoint:
@@ -101,17 +162,30 @@ def open_checkpoint(source: str | os.PathLike | Mapping[str, torch.Tensor] | Che
     raise ValueError(f"{path}: unknown checkpoint format (use .safetensors, an HF directory, or a .pt/.bin state dict)")
 
 
+def load_weights_only(path: Path) -> object:
+    """``torch.load(weights_only=True)`` on CPU; memory-mapped for zip files, plain reads for the legacy format."""
+    with open(path, "rb") as f:
+        is_zip = f.read(4) == b"PK\x03\x04"  # torch's own test; mmap supports only the zip format
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+
+
 def load_pickle_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A pickled state dict through ``torch.load(weights_only=True)``; anything else is refused."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means refusal
+        obj = load_weights_only(path)
+    except pickle.UnpicklingError as err:
+        if "weights only" not in str(err).lower():
+            raise ValueError(_unreadable_pickle(path, err)) from None
         raise ValueError(
             f"{path}: refused to load this pickle: it does not load with torch.load(weights_only=True) "
-            f"(it holds Python objects, e.g. a whole model). Convert it once in a trusted environment to "
-            f"safetensors (python experiments/convert_task_vectors.py) and point devec at the .safetensors file. "
-            f"({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+            f"(it holds Python objects, e.g. a whole model). Convert it once to safetensors "
+            f"(devec-convert {path}) and point devec "
+            f"at the .safetensors file. ({type(err).__name__}: {_first_line(err)})"
         ) from None
+    except OSError:
+        raise
+    except Exception as err:  # noqa: BLE001 - truncated zip, bad magic number, EOF: all mean a damaged file
+        raise ValueError(_unreadable_pickle(path, err)) from None
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
@@ -122,22 +196,46 @@ def load_pickle_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def _unreadable_pickle(path: Path, err: Exception) -> str:
+    return (f"{path}: cannot be read as a torch checkpoint, it is truncated or corrupt "
+            f"({type(err).__name__}: {_first_line(err)}); re-download or re-save it")
+
+
 def _open_directory(path: Path) -> Checkpoint:
     for index in SAFETENSORS_INDEXES:
         if (path / index).exists():
-            shards = sorted({path / f for f in json.loads((path / index).read_text())["weight_map"].values()})
-            return SafetensorsCheckpoint(shards, str(path))
+            weight_map = read_index(path / index)
+            return SafetensorsCheckpoint(sorted(set(weight_map.values())), str(path), weight_map)
     files = sorted(path.glob("*.safetensors"))
     if files:
         return SafetensorsCheckpoint(files, str(path))
     for index in PICKLE_INDEXES:
         if (path / index).exists():
-            shards = sorted({path / f for f in json.loads((path / index).read_text())["weight_map"].values()})
+            weight_map = read_index(path / index)
             merged: dict[str, torch.Tensor] = {}
-            for shard in shards:
-                merged.update(load_pickle_state_dict(shard))
+            for shard in sorted(set(weight_map.values())):
+                tensors = load_pickle_state_dict(shard)
+                merged.update({k: v for k, v in tensors.items() if weight_map.get(k) == shard})
             return StateDictCheckpoint(merged, str(path))
     pickles = [p for p in sorted(path.iterdir()) if p.suffix in PICKLE_SUFFIXES]
     if len(pickles) == 1:
         return StateDictCheckpoint(load_pickle_state_dict(pickles[0]), str(pickles[0]))
     raise ValueError(f"{path}: no model.safetensors, *.safetensors shards or single pytorch_model.bin found")
+
+
+def read_index(index: Path) -> dict[str, Path]:
+    """A sharded checkpoint's index: ``{tensor name: shard path}``; bad JSON or a missing shard names the file."""
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        if not isinstance(weight_map, Mapping) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise TypeError("weight_map is not a {tensor name: file name} object")
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{index}: not a valid shard index ({type(err).__name__}: {_first_line(err)}); "
+                         f"it needs a JSON object with a \"weight_map\" of tensor name -> shard file; "
+                         f"re-download it") from None
+    shards = {name: index.parent / name for name in set(weight_map.values())}
+    missing = sorted(name for name, shard in shards.items() if not shard.is_file())
+    if missing:
+        raise FileNotFoundError(f"{index}: names shard(s) {missing[:3]} that are not in {index.parent}; "
+                                f"download the missing shard(s) or fix the index")
+    return {k: shards[v] for k, v in weight_map.items()}

@@ -11,12 +11,18 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from devec import io  # noqa: E402
 from devec.runtime import Run  # noqa: E402
 from devec.vectors.demo import demo_checkpoints  # noqa: E402
-from devec.vectors.model import TaskVectorPool, decompose_model, decomposition_kwargs  # noqa: E402
+from devec.vectors.driver import DecompositionSettings, decompose_model, store_for  # noqa: E402
+from devec.vectors.model import TaskVectorPool  # noqa: E402
 
 
 def run(cfg: DictConfig, run: Run) -> dict:
-    """Load the pool, decompose every parameter, write the components and the per-layer report."""
+    """Load the pool, decompose every parameter, write the components and the per-layer report.
+
+    Finished layers are stored as units keyed by the checkpoints' content, the settings and the code: a killed
+    run started again resumes at its first unfinished layer; ``resume=false`` recomputes every layer.
+    """
     pool_cfg = cfg.pool
+    settings = DecompositionSettings.from_config(cfg.decomposition, target=int(pool_cfg.get("target", 0)))
     pretrained, finetuned = pool_cfg.pretrained, list(pool_cfg.finetuned or [])
     if pretrained is None:
         if not pool_cfg.get("demo"):
@@ -24,8 +30,9 @@ def run(cfg: DictConfig, run: Run) -> dict:
                              "HF directories or weights-only .pt state dicts)")
         pretrained, finetuned = demo_checkpoints(run.cache_dir / "demo_checkpoints", **pool_cfg.demo)
     pool = TaskVectorPool(pretrained, finetuned)  # checks names, shapes and formats before any long work
-    kwargs = decomposition_kwargs(cfg.decomposition, run.cache_dir)
-    md = decompose_model(pool, target=int(pool_cfg.get("target", 0)), **kwargs)
+    store = store_for(run.cache_dir / "decompose", pool, settings)
+    md = decompose_model(pool, settings, basis_fn=settings.basis_fn(run.cache_dir), store=store,
+                         resume=bool(cfg.get("resume", True)), progress=run.progress)
     written = _write_components(run, md, cfg.decomposition.mode, cfg.decomposition.tau, cfg.decomposition.rank)
     rows = [{k: (",".join(map(str, v)) if isinstance(v, list) else v) for k, v in r.items()} for r in md.report]
     run.save_table("layers", rows, title="Per-layer report: kept ranks, shared dimension, energy", floatfmt=".3f")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,11 +11,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from devec import io
+from devec import store
 from devec.vision import synthetic
 from devec.vision.clip import normalize_images
 
-DATA_VERSION = 2  # bump when the synthetic renderers change, so caches are rebuilt
+DATA_CODE = ("devec.vision.synthetic", "devec.vision.data")  # a change to the renderers rebuilds the cached data
 
 
 class ImageSet:
@@ -82,7 +81,7 @@ def split_validation(n: int, fraction: float = 0.1, seed: int = 0) -> tuple[torc
 
 def config_key(obj: Any) -> str:
     """Short stable hash of a config object (cache keys)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return store.key(obj, 12)
 
 
 def load_tasks(data_cfg: Mapping[str, Any], names: Sequence[str], cache_dir: Path, progress: Any = None
@@ -105,19 +104,19 @@ def _synthetic_task(cfg: Mapping[str, Any], name: str, cache_dir: Path) -> Task:
         raise ValueError(f"data: unknown synthetic task {name!r}; available: {', '.join(synthetic.TASKS)}")
     spec = synthetic.TASKS[name]
     size, n_train, n_test = int(cfg["image_size"]), int(cfg["n_train"]), int(cfg["n_test"])
-    key = config_key({"task": name, "size": size, "n_train": n_train, "n_test": n_test, "v": DATA_VERSION})
+    key = config_key({"task": name, "size": size, "n_train": n_train, "n_test": n_test,
+                      "code": store.code_version(*DATA_CODE)})
     path = cache_dir / "vision" / "data" / f"{name}-{key}.safetensors"
-    if path.exists():
-        from safetensors.torch import load_file
-
-        t = load_file(str(path))
+    found = store.load_entry(path, {"key": key})
+    if found is not None:
+        t = found[0]
     else:
         seed = int(hashlib.sha256(name.encode()).hexdigest()[:6], 16)
         xtr, ytr = synthetic.render(name, n_train, seed, "train", size)
         xte, yte = synthetic.render(name, n_test, seed + 1, "test", size)
         t = {"train_x": torch.from_numpy(xtr), "train_y": torch.from_numpy(ytr),
              "test_x": torch.from_numpy(xte), "test_y": torch.from_numpy(yte)}
-        io.save_safetensors(path, t)
+        store.save_entry(path, t, {"key": key})
     full = ImageSet(t["train_x"], t["train_y"])
     tr, va = split_validation(len(full), float(cfg.get("val_fraction", 0.1)), int(cfg.get("val_seed", 0)))
     return Task(name, list(spec.classnames), list(spec.templates), full.subset(tr), full.subset(va),
@@ -127,14 +126,12 @@ def _synthetic_task(cfg: Mapping[str, Any], name: str, cache_dir: Path) -> Task:
 def pretraining_corpus(tasks: Sequence[str], per_task: int, image_size: int, cache_dir: Path, progress: Any = None
                        ) -> tuple[torch.Tensor, list[str]]:
     """Images and captions for pre-training the embedded CLIP (rendered apart from every task's train/test)."""
-    from safetensors.torch import load_file
-
-    key = config_key({"tasks": list(tasks), "n": per_task, "size": image_size, "v": DATA_VERSION})
+    key = config_key({"tasks": list(tasks), "n": per_task, "size": image_size,
+                      "code": store.code_version(*DATA_CODE)})
     path = cache_dir / "vision" / "data" / f"pretrain-{key}.safetensors"
-    if path.exists():
-        t = load_file(str(path))
-        meta = json.loads(Path(str(path) + ".json").read_text())
-        return t["x"], meta["captions"]
+    found = store.load_entry(path, {"key": key})
+    if found is not None:
+        return found[0]["x"], list(found[1]["captions"])
     xs, captions = [], []
     items = progress(list(tasks), desc="pre-training corpus") if progress else tasks
     for i, name in enumerate(items):
@@ -143,8 +140,7 @@ def pretraining_corpus(tasks: Sequence[str], per_task: int, image_size: int, cac
         xs.append(torch.from_numpy(x))
         captions += [synthetic.caption(name, int(label), rng) for label in y]
     x = torch.cat(xs)
-    io.write_json(Path(str(path) + ".json"), {"captions": captions})
-    io.save_safetensors(path, {"x": x})
+    store.save_entry(path, {"x": x}, {"key": key, "captions": captions})  # captions under the same checksum
     return x, captions
 
 

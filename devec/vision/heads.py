@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from devec import io
+from devec import store
 from devec.vision.data import config_key
 
 
@@ -28,13 +28,13 @@ def zeroshot_head(model: nn.Module, tokenize: Any, classnames: Sequence[str], te
 
 def cached_head(model: nn.Module, tokenize: Any, classnames: Sequence[str], templates: Sequence[str],
                 model_key: str, cache_dir: Path) -> torch.Tensor:
-    """:func:`zeroshot_head`, cached under ``cache_dir/vision/heads`` by model, class names and templates."""
-    from safetensors.torch import load_file
-
-    key = config_key({"model": model_key, "classnames": list(classnames), "templates": list(templates)})
+    """:func:`zeroshot_head`, cached under ``cache_dir/vision/heads`` by model, class names, templates and code."""
+    key = config_key({"model": model_key, "classnames": list(classnames), "templates": list(templates),
+                      "code": store.code_version("devec.vision.heads")})
     path = Path(cache_dir) / "vision" / "heads" / f"{key}.safetensors"
-    if path.exists():
-        return load_file(str(path))["head"]
+    found = store.load_entry(path, {"key": key})
+    if found is not None and "head" in found[0]:
+        return found[0]["head"]
     head = zeroshot_head(model, tokenize, classnames, templates)
-    io.save_safetensors(path, {"head": head})
+    store.save_entry(path, {"head": head}, {"key": key})
     return head

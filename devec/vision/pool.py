@@ -2,7 +2,7 @@
 
 Sources (``pool.source``): ``embedded`` (a tiny open_clip CLIP devec pre-trains and fine-tunes itself, cached),
 ``hf`` (FusionBench's transformers CLIP fine-tunes, mapped to open_clip names) and ``open_clip``
-(task_vectors checkpoints, converted once to safetensors by ``experiments/convert_task_vectors.py``).
+(task_vectors checkpoints, converted once to safetensors by ``devec-convert``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from devec import io
+from devec import io, store
 from devec.runtime import plain
 from devec.vectors import open_checkpoint
 from devec.vision.clip import arch_from_hf_config, build_clip, hf_clip_to_open_clip, strip_prefix, tokenizer
@@ -24,7 +24,7 @@ from devec.vision.data import Task, config_key, pretraining_corpus
 from devec.vision.heads import cached_head
 from devec.vision.train import finetune_visual, pretrain_clip
 
-MODEL_VERSION = 1
+MODEL_CODE = ("devec.vision.clip", "devec.vision.train", "devec.vision.pool")  # a change rebuilds the cached models
 
 
 @dataclass
@@ -77,45 +77,46 @@ def _heads(model: nn.Module, tok: Any, tasks: Mapping[str, Task], key: str, cach
 # ---------------------------------------------------------------- embedded: pre-train and fine-tune ourselves
 
 def _embedded(cfg, data_cfg, tasks, finetune, cache_dir, progress) -> VisionPool:
-    from safetensors.torch import load_file
-
     arch = plain(cfg["arch"])
     pre_cfg, ft_cfg = plain(cfg["pretrain"]), plain(cfg["finetune"])
     data_key = {k: plain(data_cfg.get(k)) for k in ("image_size", "n_train", "n_test", "val_fraction", "val_seed")}
     corpus_tasks = list(pre_cfg.get("tasks") or tasks)
     key = config_key({"arch": arch, "pretrain": pre_cfg, "corpus": corpus_tasks, "data": data_key,
-                      "seed": cfg.get("seed", 0), "v": MODEL_VERSION})
+                      "seed": cfg.get("seed", 0), "code": store.code_version(*MODEL_CODE)})
     root = cache_dir / "vision" / "models" / f"embedded-{key}"
     torch.manual_seed(int(cfg.get("seed", 0)))
     model = build_clip(arch)
     tok = tokenizer(arch)
     pre_path = root / "pretrained.safetensors"
-    if pre_path.exists():
-        model.load_state_dict(load_file(str(pre_path)))
+    found = store.load_entry(pre_path, {"key": key})
+    if found is not None:
+        model.load_state_dict(found[0])
     else:
         images, captions = pretraining_corpus(corpus_tasks, int(pre_cfg["per_task"]), int(data_cfg["image_size"]),
                                               cache_dir, progress)
         losses = pretrain_clip(model, images, captions, tok, int(pre_cfg["steps"]), int(pre_cfg["batch_size"]),
                                float(pre_cfg["lr"]), seed=int(cfg.get("seed", 0)), progress=progress,
                                lock_token_embedding=bool(pre_cfg.get("lock_token_embedding", True)))
-        io.write_json(root / "pretrain_loss.json", losses)
-        io.save_safetensors(pre_path, model.state_dict())
+        if store.save_entry(pre_path, model.state_dict(), {"key": key}) is not None:
+            io.write_json(root / "pretrain_loss.json", losses)  # a record for the reader, never read back
     model.eval()
     heads = _heads(model, tok, tasks, key, cache_dir)
     pretrained = {k: v.detach().clone() for k, v in model.visual.named_parameters()}
     ft_key = config_key(ft_cfg)
     finetuned = {}
     for i, name in enumerate(finetune):
-        path = root / f"finetuned-{ft_key}" / f"{name}.safetensors"
-        if path.exists():
-            finetuned[name] = load_file(str(path))
+        path = root / f"finetuned-{ft_key}" / f"{name}-{i}.safetensors"  # its seed depends on its place
+        entry = {"key": key, "finetune": ft_key, "task": name, "index": i}
+        found = store.load_entry(path, entry)
+        if found is not None and set(found[0]) == set(pretrained):
+            finetuned[name] = found[0]
             continue
         student = copy.deepcopy(model)
         torch.manual_seed(int(cfg.get("seed", 0)) + i + 1)
         finetuned[name] = finetune_visual(student, heads[name], tasks[name].train, int(ft_cfg["steps"]),
                                           int(ft_cfg["batch_size"]), float(ft_cfg["lr"]), seed=i,
                                           progress=progress, desc=f"fine-tune {name}")
-        io.save_safetensors(path, finetuned[name])
+        store.save_entry(path, finetuned[name], entry)
     for p in model.parameters():
         p.requires_grad_(False)
     return VisionPool(model, pretrained, finetuned, heads, key, {"source": "embedded", "cache": str(root)})
@@ -168,7 +169,7 @@ def _hf(cfg, data_cfg, tasks, finetune, cache_dir, progress) -> VisionPool:
         sd.setdefault("proj", pretrained["proj"])  # CLIPVisionModel: the projection stayed frozen
         _check_visual(name, sd, pretrained)
         finetuned[name] = {k: sd[k] for k in pretrained}
-    key = config_key({"hf": str(cfg["pretrained"])})
+    key = weights_key(model)
     heads = _heads(model, tokenizer(arch), tasks, key, cache_dir)
     return VisionPool(model, pretrained, finetuned, heads, key, {"source": "hf"})
 
@@ -200,9 +201,15 @@ def _open_clip(cfg, data_cfg, tasks, finetune, cache_dir, progress) -> VisionPoo
         vis = _visual(strip_prefix(_all(_safe_path(sources[name]))))
         _check_visual(name, vis, pretrained)
         finetuned[name] = {k: vis[k] for k in pretrained}
-    key = config_key({"open_clip": str(cfg["pretrained"]), "arch": arch})
+    key = weights_key(model)
     heads = _heads(model, tokenizer(arch), tasks, key, cache_dir)
     return VisionPool(model, pretrained, finetuned, heads, key, {"source": "open_clip"})
+
+
+def weights_key(model: nn.Module) -> str:
+    """A hash of the text tower's weights (all the zero-shot heads depend on): moving the checkpoints keeps it."""
+    text = {k: v for k, v in model.state_dict().items() if not k.startswith("visual.")}
+    return store.tensors_digest(text)[:16]
 
 
 def _safe_path(source: str) -> Path:
@@ -211,7 +218,7 @@ def _safe_path(source: str) -> Path:
         return path.with_suffix(".safetensors")
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: download the task_vectors checkpoints and convert them with "
-                                f"`python experiments/convert_task_vectors.py SRC_DIR` (writes .safetensors)")
+                                f"`devec-convert SRC_DIR` (writes .safetensors)")
     return path
 
 

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from devec.resume import UnitStore
 from devec.runtime import Run
-from devec.vectors import decompose_model, decomposition_kwargs
+from devec.vectors import DecompositionSettings, decompose_model
 from devec.vision.data import Task, load_tasks
 from devec.vision.methods import MergeContext, combine, run_method
 from devec.vision.pool import VisionPool, load_pool
@@ -47,19 +47,17 @@ def _setup(cfg: DictConfig, run: Run, evaluated: Sequence[str], finetuned: Seque
 def pairwise_shared(vectors: list[dict[str, torch.Tensor]], decomposition: Mapping[str, Any],
                     cache_dir: Path | None = None) -> list[dict[str, torch.Tensor]]:
     """DeVec's pairwise merged shared components (eq. 14 for each pair i < j): k(k-1)/2 extra task vectors."""
-    kwargs = {**decomposition_kwargs(decomposition, cache_dir), "mode": "pairwise"}
-    md = decompose_model(vectors, progress=False, **kwargs)
+    settings = DecompositionSettings.from_config(decomposition, mode="pairwise")
+    md = decompose_model(vectors, settings, basis_fn=settings.basis_fn(cache_dir), progress=False)
     return [md.pairwise_shared[pair] for pair in sorted(md.pairwise_shared)]
 
 
 def _methods(cfg: DictConfig) -> list[tuple[str, dict[str, Any]]]:
-    """The experiment's method configs, with the pool's budgets for this scale (pool.method_overrides)."""
-    overrides = OmegaConf.to_container(cfg.pool.get("method_overrides") or {}, resolve=True)
+    """The experiment's method configs exactly as composed (a pool's budgets are resolved by Hydra, in config.yaml)."""
     rows = []
     methods = cfg.get("methods") or {"method": cfg.method}  # a table's rows, or the single `method=vision/<name>`
     for key, m in methods.items():
         mcfg = OmegaConf.to_container(m, resolve=True)
-        mcfg.update(overrides.get(mcfg["name"], {}))
         rows.append((str(mcfg.get("label") or key), mcfg))
     if not rows:
         raise ValueError("the experiment lists no methods (methods: {...} in conf/experiment/)")
@@ -184,8 +182,8 @@ def table3(cfg: DictConfig, run: Run) -> dict[str, Any]:
     for target in run.progress(names, desc="leave-one-out"):
         others = [n for n in names if n != target]
         vectors = pool.task_vectors(others)
-        kwargs = {**decomposition_kwargs(cfg.decomposition, run.cache_dir), "mode": "joint"}
-        md = decompose_model(vectors, progress=False, **kwargs)
+        settings = DecompositionSettings.from_config(cfg.decomposition, mode="joint")
+        md = decompose_model(vectors, settings, basis_fn=settings.basis_fn(run.cache_dir), progress=False)
         parts = {
             "TV+Shared": vectors + [md.merged_shared],
             "Unique+Shared": [_fill(u, vectors[0]) for u in md.unique] + [md.merged_shared],
@@ -239,8 +237,8 @@ def fig2_fig3(cfg: DictConfig, run: Run) -> dict[str, Any]:
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), squeeze=False)
     for ax, (sources, target) in zip(axes[0], groups, strict=True):
         vectors = pool.task_vectors(sources)
-        kwargs = {**decomposition_kwargs(cfg.decomposition, run.cache_dir), "mode": "joint"}
-        md = decompose_model(vectors, progress=False, **kwargs)
+        settings = DecompositionSettings.from_config(cfg.decomposition, mode="joint")
+        md = decompose_model(vectors, settings, basis_fn=settings.basis_fn(run.cache_dir), progress=False)
         k = len(vectors)
         components = {
             "shared": _fill(md.merged_shared, vectors[0]),

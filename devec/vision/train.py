@@ -13,17 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from devec.schedules import WarmupCosineLR
 from devec.vision.clip import normalize_images
 from devec.vision.data import ImageSet
-
-
-def _cosine_lr(opt: torch.optim.Optimizer, step: int, steps: int, lr: float, warmup: int) -> None:
-    if step < warmup:
-        value = lr * (step + 1) / warmup
-    else:
-        value = 0.5 * lr * (1 + torch.cos(torch.tensor((step - warmup) / max(1, steps - warmup) * torch.pi)).item())
-    for group in opt.param_groups:
-        group["lr"] = value
 
 
 def pretrain_clip(model: nn.Module, images: torch.Tensor, captions: Sequence[str], tokenize: Any, steps: int,
@@ -39,11 +31,11 @@ def pretrain_clip(model: nn.Module, images: torch.Tensor, captions: Sequence[str
     if lock_token_embedding:
         model.token_embedding.weight.requires_grad_(False)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.1)
+    sched = WarmupCosineLR(opt, steps, warmup=max(1, steps // 20))
     model.train()
     losses = []
     it = progress(range(steps), desc="pre-train CLIP") if progress else range(steps)
     for step in it:
-        _cosine_lr(opt, step, steps, lr, warmup=max(1, steps // 20))
         idx = torch.randint(len(images), (batch_size,), generator=gen)
         img = F.normalize(model.encode_image(normalize_images(images[idx])), dim=-1)
         txt = F.normalize(model.encode_text(tokens[idx]), dim=-1)
@@ -56,6 +48,7 @@ def pretrain_clip(model: nn.Module, images: torch.Tensor, captions: Sequence[str
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        sched.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, 4.6052)
         losses.append(loss.item())
@@ -71,10 +64,10 @@ def finetune_visual(model: nn.Module, head: torch.Tensor, train: ImageSet, steps
     visual = model.visual
     visual.train()
     opt = torch.optim.AdamW(visual.parameters(), lr=lr, weight_decay=0.1)
+    sched = WarmupCosineLR(opt, steps, warmup=max(1, steps // 10))
     batches = train.sampler(batch_size, seed=seed)
     it = progress(range(steps), desc=desc, leave=False) if progress else range(steps)
-    for step in it:
-        _cosine_lr(opt, step, steps, lr, warmup=max(1, steps // 10))
+    for _ in it:
         x, y = next(batches)
         logits = F.normalize(visual(x), dim=-1) @ head
         loss = F.cross_entropy(logits, y)
@@ -82,6 +75,7 @@ def finetune_visual(model: nn.Module, head: torch.Tensor, train: ImageSet, steps
         loss.backward()
         torch.nn.utils.clip_grad_norm_(visual.parameters(), 1.0)
         opt.step()
+        sched.step()
     visual.eval()
     return {k: v.detach().clone() for k, v in visual.named_parameters()}
 

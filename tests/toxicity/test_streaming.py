@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from devec.engine import column_basis, iterative
+from devec.resume import UnitStore
 from devec.toxicity.sources import open_source
-from devec.toxicity.streaming import VectorStore, apply_vectors, layer_group, stream_unique
-from devec.vectors import ParamPolicy, open_checkpoint
+from devec.toxicity.streaming import apply_vectors, layer_group, stream_unique
+from devec.vectors import ParamPolicy, StoredVectors, open_checkpoint
 
 SETTINGS = {"tau": 0.85, "rank": "energy:0.9"}
 
@@ -86,9 +87,11 @@ def test_interrupted_run_resumes_from_last_finished_layer(synthetic_pool, tmp_pa
     with pytest.raises(Killed):
         stream_unique(synthetic_pool["base"], toxic, others, tmp_path, on_group=kill_after_first, **SETTINGS)
     (cache,) = [p for p in tmp_path.iterdir() if p.is_dir()]
-    first = cache / f"{done[0]}.safetensors"
+    units = UnitStore(cache)
+    assert units.done(f"{done[0]}/tensors") and units.done(f"{done[0]}/meta")
+    first = cache / units._manifest()[f"{done[0]}/tensors"]["file"]
     stamp = first.stat().st_mtime_ns
-    assert not [p for p in cache.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in cache.rglob("*") if p.name.endswith(".tmp")]
     resumed: list[str] = []
     store = stream_unique(synthetic_pool["base"], toxic, others, tmp_path, on_group=resumed.append, **SETTINGS)
     assert done[0] not in resumed and resumed                   # only the unfinished groups were computed
@@ -125,7 +128,7 @@ def test_apply_vectors_negates_in_place(synthetic_pool, tmp_path):
     for name, p in model.named_parameters():
         expected = before[name] - 2.0 * store.get(name) if name in store.keys() else before[name]
         torch.testing.assert_close(p.detach(), expected)
-    assert isinstance(VectorStore(store.root), VectorStore)
+    assert isinstance(store, StoredVectors)
 
 
 def test_layer_groups():

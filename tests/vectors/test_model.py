@@ -3,7 +3,7 @@ import torch
 
 from devec import LoRAFactors, decompose
 from devec.engine import iterative, pairwise
-from devec.vectors import ParamPolicy, decompose_model
+from devec.vectors import DecompositionSettings, ParamPolicy, decompose_model
 from tests.conftest import planted
 
 
@@ -83,3 +83,35 @@ def test_bad_arguments():
         ParamPolicy(vectors="keep")
     with pytest.raises(ValueError, match="different parameters"):
         decompose_model([pool[0], {"x": torch.zeros(2, 2)}], progress=False)
+
+
+def test_settings_are_validated_once_from_the_config():
+    cfg = {"mode": "pairwise", "tau": 0.8, "rank": "energy:0.9", "method": "lowrank", "svd": "auto", "cache": False,
+           "policy": {"vectors": "average"}}
+    s = DecompositionSettings.from_config(cfg, target=1)
+    assert (s.mode, s.tau, s.target, s.policy.vectors, s.cache) == ("pairwise", 0.8, 1, "average", False)
+    assert s.replace(mode="joint").mode == "joint" and "cache" not in s.key()
+    for key, bad in [("mode", "sideways"), ("tau", 1.5), ("tau", True), ("rank", "energy:x"), ("method", "fast"),
+                     ("svd", "qr"), ("cache", "yes")]:
+        with pytest.raises(ValueError):
+            DecompositionSettings.from_config({**cfg, key: bad})
+
+
+def test_stored_units_round_trip_lora_and_dense_components(tmp_path):
+    from devec.resume import UnitStore
+
+    gen = torch.Generator().manual_seed(4)
+    lora = [{"blocks.0.to_q": LoRAFactors(torch.randn(12, 3, generator=gen), torch.randn(3, 8, generator=gen), 0.5),
+             "blocks.1.to_q": LoRAFactors(torch.randn(12, 2, generator=gen), torch.randn(2, 8, generator=gen), 1.0),
+             "blocks.1.bias": torch.randn(12, generator=gen)} for _ in range(3)]
+    fresh = decompose_model(lora, mode="joint", rank="full", progress=False)
+    store = UnitStore(tmp_path)
+    decompose_model(lora, mode="joint", rank="full", store=store, progress=False)
+    loaded = decompose_model(lora, mode="joint", rank="full", store=UnitStore(tmp_path), progress=False,
+                             on_unit=lambda unit: pytest.fail(f"{unit} was computed again"))
+    assert loaded.report == fresh.report
+    for got, want in zip(loaded.unique + [loaded.merged_shared], fresh.unique + [fresh.merged_shared], strict=True):
+        for name, v in want.items():
+            assert type(got[name]) is type(v)
+            torch.testing.assert_close(got[name].dense() if isinstance(v, LoRAFactors) else got[name],
+                                       v.dense() if isinstance(v, LoRAFactors) else v, rtol=0, atol=0)

@@ -83,9 +83,9 @@ def test_converter_turns_pickled_modules_into_safetensors_the_open_clip_pool_loa
     (tmp_path / "ViT-T" / "TaskA").mkdir(parents=True)
     torch.save(pre, tmp_path / "ViT-T" / "zeroshot.pt")  # whole pickled modules, as task_vectors ships them
     torch.save(ft, tmp_path / "ViT-T" / "TaskA" / "finetuned.pt")
-    with pytest.raises(ValueError, match="convert_task_vectors"):
+    with pytest.raises(ValueError, match="devec-convert"):
         open_checkpoint(tmp_path / "ViT-T" / "zeroshot.pt")
-    p = subprocess.run([sys.executable, str(ROOT / "experiments" / "convert_task_vectors.py"), str(tmp_path / "ViT-T")],
+    p = subprocess.run([sys.executable, "-m", "devec.vectors.convert", str(tmp_path / "ViT-T")],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     converted = open_checkpoint(tmp_path / "ViT-T" / "zeroshot.safetensors")
@@ -107,8 +107,7 @@ def test_converter_runs_no_code_from_the_pickle(tmp_path):
             return (Path.touch, (marker,))
 
     torch.save({"w": torch.ones(2, 2), "evil": Evil()}, tmp_path / "evil.pt")
-    script = str(ROOT / "experiments" / "convert_task_vectors.py")
-    p = subprocess.run([sys.executable, script, str(tmp_path / "evil.pt")], capture_output=True, text=True, timeout=120)
+    p = subprocess.run([sys.executable, "-m", "devec.vectors.convert", str(tmp_path / "evil.pt")], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert not marker.exists()
     assert set(open_checkpoint(tmp_path / "evil.safetensors").keys()) == {"w"}

@@ -1,12 +1,14 @@
 """Convert pickled checkpoints (task_vectors' ``zeroshot.pt`` / ``finetuned.pt``) to safetensors, once.
 
 The task_vectors checkpoints are whole pickled ``ImageEncoder`` modules, which ``torch.load(weights_only=True)``
-refuses. This converter unpickles them with a restricted unpickler: tensor rebuilding and a few builtins are
-allowed; every other class or function named by the pickle is replaced by an inert stub that only records its
-state, so no code from the file runs. The modules' parameters and persistent buffers are then read from the
-stubs' recorded state and written as ``<name>.safetensors`` beside the pickle (or under ``--out``).
+refuses. This converter first tries ``torch.load(weights_only=True)`` (plain state dicts, zip or legacy format);
+otherwise it unpickles every record of the file (the legacy format's header records too) with a restricted
+unpickler: tensor rebuilding and a few builtins are allowed; every other class or function named by the pickle
+is replaced by an inert stub that only records its state, so no code from the file runs. The modules'
+parameters and persistent buffers are then read from the stubs' recorded state and written as
+``<name>.safetensors`` beside the pickle (or under ``--out``).
 
-    python experiments/convert_task_vectors.py ~/checkpoints/task_vectors/ViT-B-32
+    devec-convert ~/checkpoints/task_vectors/ViT-B-32     # or: python -m devec.vectors.convert ...
     # then: devec experiment=table1_multitask scale=paper pool=vision/task_vectors pool.root=~/checkpoints/...
 """
 
@@ -16,6 +18,7 @@ import argparse
 import collections
 import pickle
 import sys
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,11 +26,8 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from devec import io  # noqa: E402
+from devec import io
+from devec.vectors.checkpoint import load_weights_only
 
 ALLOWED = {
     ("collections", "OrderedDict"): collections.OrderedDict,
@@ -87,12 +87,38 @@ class RestrictedUnpickler(pickle.Unpickler):
         return _stub_for(module, name)
 
 
-RESTRICTED = SimpleNamespace(Unpickler=RestrictedUnpickler, load=pickle.load, __name__="restricted_pickle")
+def restricted_load(file: Any, **kwargs: Any) -> Any:
+    """``pickle.load`` through :class:`RestrictedUnpickler`; torch calls it for the legacy format's header records."""
+    return RestrictedUnpickler(file, **kwargs).load()
+
+
+RESTRICTED = SimpleNamespace(Unpickler=RestrictedUnpickler, load=restricted_load, __name__="restricted_pickle")
 
 
 def load_restricted(path: str | Path) -> Any:
     """``torch.load`` through :class:`RestrictedUnpickler` (storages are handled by torch itself)."""
-    return torch.load(path, map_location="cpu", weights_only=False, pickle_module=RESTRICTED)
+    with warnings.catch_warnings():  # legacy module pickles carry source code torch cannot compare with a stub
+        warnings.filterwarnings("ignore", message="Couldn't retrieve source code")
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=RESTRICTED)
+
+
+def load_safely(path: Path) -> Any:
+    """Weights-only first (state dicts), then the restricted unpickler (whole modules); never plain pickle."""
+    try:
+        return load_weights_only(path)
+    except OSError:
+        raise
+    except Exception:  # noqa: BLE001 - refused or unreadable as weights only: try the restricted unpickler
+        pass
+    try:
+        return load_restricted(path)
+    except OSError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure here means the file cannot be converted safely
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"{path}: cannot be converted: it is neither a weights-only state dict nor a pickled "
+                         f"module that loads without running code from the file; it may be corrupt or crafted "
+                         f"({type(err).__name__}: {first})") from None
 
 
 def module_tensors(obj: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
@@ -127,7 +153,7 @@ def module_tensors(obj: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tens
 
 def convert(src: Path, dst: Path) -> dict[str, Any]:
     """Convert one pickle to safetensors; returns a manifest entry."""
-    obj = load_restricted(src)
+    obj = load_safely(src)
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     tensors: dict[str, torch.Tensor] = {}
@@ -140,7 +166,7 @@ def convert(src: Path, dst: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="devec-convert", description=__doc__.splitlines()[0])
     parser.add_argument("src", type=Path, help="a .pt file or a directory searched recursively for .pt files")
     parser.add_argument("--out", type=Path, default=None, help="output root (default: beside each pickle)")
     parser.add_argument("--force", action="store_true", help="overwrite existing .safetensors files")
@@ -149,18 +175,25 @@ def main(argv: list[str] | None = None) -> None:
     files = [src] if src.is_file() else sorted(src.rglob("*.pt"))
     if not files:
         raise SystemExit(f"no .pt files under {src}")
-    manifest = []
+    manifest, errors = [], []
     for f in files:
         rel = f.relative_to(src.parent if src.is_file() else src)
         dst = (args.out / rel if args.out else f).with_suffix(".safetensors")
         if dst.exists() and not args.force:
             print(f"skip {dst} (exists; --force to overwrite)")
             continue
-        entry = convert(f, dst)
+        try:
+            entry = convert(f, dst)
+        except (ValueError, OSError) as err:
+            errors.append(str(err))
+            print(f"error: {err}", file=sys.stderr)
+            continue
         manifest.append(entry)
         print(f"{f} -> {dst} ({entry['tensors']} tensors)")
     if manifest:
         io.write_json((args.out or (src if src.is_dir() else src.parent)) / "converted.json", manifest)
+    if errors:
+        raise SystemExit(f"{len(errors)} of {len(files)} file(s) not converted (see the errors above)")
 
 
 if __name__ == "__main__":

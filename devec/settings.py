@@ -1,0 +1,654 @@
+"""Every setting of a run, checked before any model is built or downloaded (``devec.cli.execute`` calls
+:func:`validate` first): types, ranges, device availability and the names of pool members, tasks, sub-pools and
+styles, so a typo costs seconds.
+
+The sections a runner owns (``decomposition``, ``toy``, ``vision``, ``methods``, the toxicity ``method`` and the
+pool fields it reads, the style ``method``) have dataclass schemas: a key a schema does not know
+(``+decomposition.tua=0.9``) is an error, not ignored. Every mistake is a :class:`ConfigError` whose one line names
+the key and says what to change.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+
+class ConfigError(ValueError):
+    """A mistake in the run's settings; the message names the key and what to change."""
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check ``cfg`` before its runner builds or downloads anything; raises :class:`ConfigError` naming the key."""
+    try:
+        runner = _runner(cfg)
+        _check_run(cfg)
+        CHECKS.get(runner, _check_other)(cfg)
+    except OmegaConfBaseException as err:  # an interpolation or a required value met while checking
+        raise ConfigError(describe(err)) from None
+
+
+EXPECTED = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false",
+            "ListConfig": "a list in brackets, e.g. [a,b]"}
+"""OmegaConf's names of the types a value could not be converted to, in the user's words."""
+
+
+def describe(err: OmegaConfBaseException, prefix: str = "") -> str:
+    """One line for an OmegaConf error: the full key, its value and what is wrong."""
+    key = ".".join(k for k in (prefix, str(getattr(err, "full_key", "") or "")) if k)
+    msg = (getattr(err, "msg", None) or str(err)).splitlines()[0]
+    if isinstance(err, ConfigKeyError):
+        return f"{key}: unknown key"
+    if isinstance(err, ValidationError):
+        for omega, words in EXPECTED.items():
+            if omega in msg:
+                return f"{key}={getattr(err, 'value', None)!r}: expected {words}"
+    return f"{key}: {msg}" if key else msg
+
+
+# ---------------------------------------------------------------- schemas of the sections runners own
+
+@dataclass
+class RunSettings:
+    seed: int = 0
+    device: str = "cpu"
+    resume: bool = True
+
+
+@dataclass
+class PolicySettings:
+    vectors: str = "pass_through"
+    embeddings: str = "pass_through"
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    embedding_patterns: list[str] | None = None
+
+
+@dataclass
+class DecompositionSettings:
+    mode: str = "joint"
+    tau: float | None = 0.85
+    rank: Any = "energy:0.9"
+    method: str = "lowrank"
+    svd: str = "auto"
+    cache: bool = True
+    policy: PolicySettings = field(default_factory=PolicySettings)
+
+
+@dataclass
+class ToyRecovery:
+    n: int = MISSING
+    m: int = MISSING
+    k: int = 2
+    shared: int = MISSING
+    unique: int = MISSING
+    sigmas: list[float] = MISSING
+    repeats: int = 1
+
+
+@dataclass
+class ToyAlternative:
+    n: int = MISSING
+    m: int = MISSING
+    shared: int = MISSING
+    unique: int = MISSING
+    sigma: float = 0.0
+    side: str = "bisector"
+    runs: int = 1
+
+
+@dataclass
+class ArithmeticGroup:
+    sources: list[str] = MISSING
+    target: str = MISSING
+
+
+@dataclass
+class Arithmetic:
+    groups: list[ArithmeticGroup] = MISSING
+    alphas: list[float] = MISSING
+
+
+@dataclass
+class Ablation:
+    granularity: str = "task"
+    init: float = 0.3
+    steps: int = 100
+    lr: float = 1.0e-2
+    batch_size: int = 32
+
+
+@dataclass
+class VisionSettings:
+    protocol: str = MISSING
+    tasks: list[str] | None = None
+    unseen: list[str] | None = None
+    val_limit: int | None = None
+    test_limit: int | None = None
+    threads: int | None = None
+    arithmetic: Arithmetic | None = None
+    ablation: Ablation | None = None
+
+
+@dataclass
+class VisionMethod:
+    name: str = MISSING
+    label: str | None = None
+    devec: bool = False
+    coefficient: float | None = None
+    grid: list[float] | None = None
+    devec_grid: list[float] | None = None
+    k: float | None = None
+    granularity: str | None = None
+    ties: bool | None = None
+    steps: int | None = None
+    lr: float | None = None
+    init: float | None = None
+    clamp: list[float] | None = None
+    batch_size: int | None = None
+    devec_init: float | None = None
+
+
+@dataclass
+class ToxicityMethod:
+    coefficient: float = 1.0
+    tv_coefficient: float = 1.0
+    subpool: str = "All-Models"
+    subpools: list[str] = field(default_factory=list)
+    coefficients: list[float] = field(default_factory=list)
+    taus: list[float] = field(default_factory=list)
+    datasets: list[str] | None = None
+
+
+@dataclass
+class ToxicityPoolFields:
+    """The fields of ``pool`` the toxicity runner reads itself (the rest is the pool's build or hub spec)."""
+
+    kind: str = MISSING
+    dtype: str = "float32"
+    store_dtype: str = "float32"
+    decompose_device: str = "cpu"
+    threads: int | None = None
+    toxic: str = MISSING
+
+
+@dataclass
+class StyleComponents:
+    components: str = MISSING
+
+
+@dataclass
+class StyleMethod:
+    methods: dict[str, StyleComponents] = MISSING
+    schedule: list[float] = MISSING
+    mix: Any = "all"
+    decompose_over: str = "pool"
+    save_components: bool = True
+
+
+def typed(key: str, value: Any, schema: type) -> DictConfig:
+    """``value`` (the config node at ``key``) checked against ``schema``: unknown keys, wrong types, missing ones."""
+    if not isinstance(value, Mapping | DictConfig):
+        raise ConfigError(f"{key}={_plain(value)!r}: expected a mapping of settings ({schema.__name__})")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), _plain(value))
+    except ConfigKeyError as err:
+        raise ConfigError(f"{describe(err, key)}{_suggest(schema, str(err.full_key))}") from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(describe(err, key)) from None
+    missing = sorted(OmegaConf.missing_keys(merged))
+    if missing:
+        raise ConfigError(f"{key}.{missing[0]} is required and not set")
+    return merged
+
+
+# ---------------------------------------------------------------- checks every run gets
+
+def _runner(cfg: DictConfig) -> str:
+    if "runner" not in cfg or OmegaConf.is_missing(cfg, "runner"):
+        raise ConfigError("runner is not set: choose an experiment, e.g. experiment=table1_multitask "
+                          "(one file per table or figure in conf/experiment/)")
+    name = str(cfg.runner)
+    module, _, attr = name.rpartition(".")
+    try:
+        found = bool(module) and importlib.util.find_spec(module) is not None
+    except ImportError:
+        found = False
+    if not found:
+        raise ConfigError(f"runner={name!r}: no module {module!r}; the runner is set by conf/experiment/")
+    runner = getattr(importlib.import_module(module), attr, None)  # an ImportError inside it is the module's own
+    if not callable(runner):
+        raise ConfigError(f"runner={name!r} is not a function of an importable module (set by conf/experiment/)")
+    return name
+
+
+def _check_run(cfg: DictConfig) -> None:
+    settings = typed("", {k: cfg[k] for k in ("seed", "device", "resume") if k in cfg}, RunSettings)
+    check_device("device", settings.device)
+
+
+def check_device(key: str, value: Any) -> None:
+    """``value`` names a torch device that exists here (``cuda`` needs a visible GPU)."""
+    import torch
+
+    try:
+        device = torch.device(str(value))
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"{key}={value!r}: not a device; use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"{key}={value!r}: no CUDA GPU is visible here; set {key}=cpu (or run on a GPU machine)")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"{key}={value!r}: only {count} CUDA device(s) are visible (cuda:0 .. cuda:{count - 1})")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"{key}={value!r}: MPS is not available here; set {key}=cpu")
+    elif device.type != "cpu":
+        raise ConfigError(f"{key}={value!r}: use cpu, cuda, cuda:N or mps")
+
+
+def check_decomposition(cfg: DictConfig, mode: str | None = None, why: str = "", tau_swept: str = "") -> DictConfig:
+    """The ``decomposition`` block: schema, mode (``mode``: the only one this runner uses), tau, rank, method, svd."""
+    from devec.engine import MODES
+    from devec.engine.basis import SVD_BACKENDS
+    from devec.engine.rank import parse_rank
+    from devec.engine.subspace import METHODS
+    from devec.vectors import ParamPolicy
+
+    d = typed("decomposition", cfg.decomposition, DecompositionSettings)
+    one_of("decomposition.mode", d.mode, MODES)
+    if mode and d.mode != mode:
+        raise ConfigError(f"decomposition.mode={d.mode!r}: {why} uses mode {mode!r}; "
+                          f"use decomposition={mode} (the experiment's default)")
+    if tau_swept:
+        if d.tau is not None:
+            raise ConfigError(f"decomposition.tau={d.tau}: this experiment sweeps {tau_swept} instead; "
+                              f"set {tau_swept}=[{d.tau}] (or a list of taus) and leave decomposition.tau unset")
+    elif d.tau is None or not (0.0 < d.tau <= 1.0):
+        raise ConfigError(f"decomposition.tau={d.tau}: tau must be in (0, 1] (the eigenvalue threshold, eq. 10)")
+    raw_rank = _plain(cfg.decomposition.rank)
+    try:
+        rule = parse_rank(raw_rank)
+    except ValueError as err:
+        raise ConfigError(f"decomposition.rank={raw_rank!r}: {err}") from None
+    one_of("decomposition.method", d.method, METHODS)
+    one_of("decomposition.svd", d.svd, SVD_BACKENDS)
+    if d.svd == "randomized" and rule.needs_full_spectrum:
+        raise ConfigError(f"decomposition.svd=randomized needs a rank rule with a target rank (fixed:R or ratio:F), "
+                          f"got decomposition.rank={raw_rank!r}")
+    try:
+        ParamPolicy.from_config(_plain(cfg.decomposition.get("policy")))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return d
+
+
+def one_of(key: str, value: Any, choices: Iterable[str]) -> None:
+    """``value`` is one of ``choices``, else an error naming ``key`` (and the nearest choice)."""
+    choices = list(choices)
+    if value not in choices:
+        raise ConfigError(f"{key}={_plain(value)!r}: use one of {', '.join(map(str, choices))}"
+                          f"{_near(str(value), choices)}")
+
+
+def names_in(key: str, names: Iterable[Any], known: Iterable[str], where: str) -> None:
+    """Every name in ``names`` is in ``known`` (``where`` says where the known names come from)."""
+    known = list(known)
+    unknown = [str(n) for n in names if str(n) not in known]
+    if unknown:
+        raise ConfigError(f"{key}: unknown {', '.join(map(repr, unknown))}{_near(unknown[0], known)}; "
+                          f"{where} has {', '.join(known)}")
+
+
+def _check_other(cfg: DictConfig) -> None:
+    """A runner devec does not know (a user's own): the shared blocks only."""
+    if "decomposition" in cfg:
+        check_decomposition(cfg)
+
+
+# ---------------------------------------------------------------- toy experiments (Appendix 6, 7)
+
+def _check_toy(cfg: DictConfig, schema: type) -> None:
+    check_decomposition(cfg, "joint", "the toy experiment decomposes jointly (Prop. 3.1), so it")
+    toy = typed("toy", cfg.get("toy"), schema)
+    k = int(toy.get("k", 2))
+    for key in ("n", "m", "shared"):
+        _at_least(f"toy.{key}", toy[key], 1)
+    _at_least("toy.unique", toy.unique, 0)
+    _at_least("toy.k", k, 2)
+    _at_least("toy.repeats" if schema is ToyRecovery else "toy.runs", toy.get("repeats", toy.get("runs")), 1)
+    if toy.shared + k * toy.unique > toy.n:
+        raise ConfigError(f"toy.n={toy.n} is too small for toy.shared={toy.shared} shared + {k} x "
+                          f"toy.unique={toy.unique} unique directions; raise toy.n or lower them")
+    sigmas = list(toy.sigmas) if schema is ToyRecovery else [toy.sigma]
+    if not sigmas:
+        raise ConfigError("toy.sigmas=[]: give at least one noise level, e.g. toy.sigmas=[0.0,0.2]")
+    bad = [s for s in sigmas if not (math.isfinite(s) and s >= 0)]
+    if bad:
+        raise ConfigError(f"toy.{'sigmas' if schema is ToyRecovery else 'sigma'}: noise levels must be >= 0, got {bad}")
+    if schema is ToyAlternative:
+        from devec.engine.angles import SIDES
+
+        one_of("toy.side", toy.side, SIDES)
+
+
+# ---------------------------------------------------------------- your checkpoints (experiment=decompose)
+
+def _check_checkpoints(cfg: DictConfig) -> None:
+    d = check_decomposition(cfg)
+    pool = cfg.pool
+    for key in ("pretrained", "finetuned"):
+        if OmegaConf.is_missing(pool, key):
+            raise ConfigError(f"pool.{key} is required here: pool.pretrained=base.safetensors "
+                              f"'pool.finetuned=[a.safetensors,b.safetensors]'")
+    pretrained, finetuned = pool.get("pretrained"), pool.get("finetuned")
+    if isinstance(finetuned, str):
+        raise ConfigError(f"pool.finetuned={finetuned!r} is one path, not a list: give at least two fine-tuned "
+                          f"checkpoints in brackets, 'pool.finetuned=[a.safetensors,b.safetensors]'")
+    finetuned = [str(f) for f in finetuned or []]
+    if pretrained is None:
+        if finetuned:
+            raise ConfigError("pool.finetuned is set but pool.pretrained is not: set pool.pretrained=PATH too")
+        if not pool.get("demo"):
+            raise ConfigError("set pool.pretrained=PATH and pool.finetuned=[PATH,PATH,...] (safetensors files, "
+                              "HF directories or weights-only .pt state dicts)")
+        k = int(pool.demo.k)
+    else:
+        if len(finetuned) < 2:
+            raise ConfigError(f"pool.finetuned has {len(finetuned)} checkpoint(s): DeVec needs at least two, "
+                              f"'pool.finetuned=[a.safetensors,b.safetensors]'")
+        for key, path in [("pool.pretrained", str(pretrained))] + [(f"pool.finetuned[{i}]", p)
+                                                                    for i, p in enumerate(finetuned)]:
+            if not Path(path).expanduser().exists():
+                raise ConfigError(f"{key}={path!r}: no such file or directory")
+        k = len(finetuned)
+    target = pool.get("target", 0)
+    if d.mode == "iterative" and (not isinstance(target, int) or not 0 <= target < k):
+        raise ConfigError(f"pool.target={target!r}: the index of the vector whose unique part is wanted, "
+                          f"0 .. {k - 1} for this pool of {k}")
+
+
+# ---------------------------------------------------------------- vision (Sec. 4.1)
+
+VISION_MODES = {"table1": "pairwise", "table2": "pairwise", "table3": "joint", "fig2_fig3": "joint"}
+
+
+def _check_vision(cfg: DictConfig) -> None:
+    from devec.vision import synthetic
+    from devec.vision.runner import PROTOCOLS
+
+    vision = typed("vision", cfg.get("vision"), VisionSettings)
+    one_of("vision.protocol", vision.protocol, PROTOCOLS)
+    protocol = vision.protocol
+    check_decomposition(cfg, VISION_MODES.get(protocol), f"vision.protocol={protocol}")
+    for key in ("val_limit", "test_limit", "threads"):
+        if vision[key] is not None:
+            _at_least(f"vision.{key}", vision[key], 1)
+    one_of("pool.source", cfg.pool.get("source", "embedded"), ("embedded", "hf", "open_clip"))
+    one_of("data.source", cfg.data.get("source", "synthetic"), ("synthetic", "hf"))
+    if cfg.data.get("source", "synthetic") == "synthetic":
+        available, where = list(synthetic.TASKS), "the synthetic data (devec/vision/synthetic.py)"
+    else:
+        available = [n for n, t in (cfg.data.get("tasks_hf") or {}).items() if t and t.get("path")]
+        where = "data.tasks_hf (entries with a path)"
+    merged = _vision_tasks(vision, protocol)
+    evaluated = list(merged)
+    if protocol == "table2":
+        evaluated += list(vision.unseen or [])
+    if protocol == "fig2_fig3":
+        evaluated += [g.target for g in vision.arithmetic.groups]
+    names_in(f"vision tasks of protocol {protocol}", evaluated, available, where)
+    if cfg.pool.get("source", "embedded") != "embedded":
+        lacking = [n for n in merged if n not in (cfg.pool.get("finetuned") or {})]
+        if lacking:
+            raise ConfigError(f"pool.finetuned has no checkpoint for {', '.join(map(repr, lacking))}, which "
+                              f"vision.protocol={protocol} merges: add pool.finetuned.{lacking[0]}=<hub repo or path>")
+    if protocol == "table3":
+        one_of("vision.ablation.granularity", vision.ablation.granularity, ("task", "layer"))
+        _at_least("vision.ablation.batch_size", vision.ablation.batch_size, 1)
+        _at_least("vision.ablation.steps", vision.ablation.steps, 0)
+    if protocol in ("table1", "table2"):
+        _check_vision_methods(cfg)
+
+
+def _vision_tasks(vision: DictConfig, protocol: str) -> list[str]:
+    """The tasks whose fine-tuned models a protocol merges; the settings each protocol needs are set."""
+    if protocol == "fig2_fig3":
+        if vision.arithmetic is None:
+            raise ConfigError("vision.arithmetic is required by vision.protocol=fig2_fig3 (groups and alphas)")
+        if not vision.arithmetic.groups or not vision.arithmetic.alphas:
+            raise ConfigError("vision.arithmetic: give at least one group and one alpha")
+        for i, g in enumerate(vision.arithmetic.groups):
+            if len(g.sources) < 2:
+                raise ConfigError(f"vision.arithmetic.groups[{i}].sources={list(g.sources)}: a joint decomposition "
+                                  "needs at least two task vectors")
+        return list(dict.fromkeys(s for g in vision.arithmetic.groups for s in g.sources))
+    if not vision.tasks or len(vision.tasks) < 2:
+        raise ConfigError(f"vision.tasks={_plain(vision.tasks)}: vision.protocol={protocol} merges at least two tasks")
+    if protocol == "table2" and not vision.unseen:
+        raise ConfigError("vision.unseen is required by vision.protocol=table2 (the held-out tasks)")
+    if protocol == "table3" and vision.ablation is None:
+        raise ConfigError("vision.ablation is required by vision.protocol=table3 (granularity, init, steps, lr, "
+                          "batch_size)")
+    return list(vision.tasks)
+
+
+def vision_methods(cfg: DictConfig) -> dict[str, Any]:
+    """The method configs a vision table runs, by config key: ``methods.<key>``, or the single ``method``."""
+    methods = cfg.get("methods")
+    if methods:
+        return {f"methods.{k}": v for k, v in methods.items()}
+    return {"method": cfg.method} if cfg.get("method") is not None else {}
+
+
+def _check_vision_methods(cfg: DictConfig) -> None:
+    from devec.vision.methods import METHODS
+
+    methods = vision_methods(cfg)
+    if not methods:
+        raise ConfigError("the experiment lists no methods: methods: {...} in conf/experiment/, or "
+                          "method=vision/<name>")
+    labels: dict[str, str] = {}
+    for key, node in methods.items():
+        m = typed(key, node, VisionMethod)
+        one_of(f"{key}.name", m.name, METHODS)
+        label = str(m.label or key.split(".")[-1])
+        if label in labels:
+            raise ConfigError(f"{key}.label={label!r} is also the label of {labels[label]}: results are keyed by "
+                              "label, so give each method its own")
+        labels[label] = key
+        if m.name in ("task_arithmetic", "ties") and m.coefficient is None and not m.grid:
+            raise ConfigError(f"{key}: set a coefficient or a non-empty grid to pick it from")
+        if m.name == "adamerging":
+            one_of(f"{key}.granularity", m.granularity, ("task", "layer"))
+            for k in ("steps", "batch_size"):
+                _at_least(f"{key}.{k}", m[k], 1 if k == "batch_size" else 0)
+
+
+# ---------------------------------------------------------------- toxicity (Sec. 4.3)
+
+def _check_toxicity(cfg: DictConfig, figure: str) -> None:
+    from devec.dtypes import torch_dtype
+
+    pool = typed("pool", {k: cfg.pool[k] for k in ToxicityPoolFields.__dataclass_fields__ if k in cfg.pool},
+                 ToxicityPoolFields)
+    one_of("pool.kind", pool.kind, ("embedded", "hub"))
+    for key in ("dtype", "store_dtype"):
+        try:
+            torch_dtype(pool[key], f"pool.{key}", allowed=("float32", "bfloat16", "float16", "float64")
+                        if key == "store_dtype" else ("float32", "bfloat16", "float16"))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    if pool.threads is not None:
+        _at_least("pool.threads", pool.threads, 1)
+    method = typed("method", cfg.get("method"), ToxicityMethod)
+    if figure == "train_dora":
+        recipe = list((cfg.pool.get("recipe") or {}).get("datasets") or {})
+        names_in("method.datasets", method.datasets or [], recipe, "pool.recipe.datasets")
+        return
+    check_decomposition(cfg, "iterative", "toxicity removal extracts the toxic vector's unique part iteratively "
+                        "(Sec. 4.3), so it", tau_swept="method.taus" if figure == "fig6" else "")
+    check_device("pool.decompose_device", pool.decompose_device)
+    members = _toxicity_members(cfg)
+    names_in("pool.toxic", [pool.toxic], members, "pool.members")
+    subpools = list(method.subpools) if figure == "fig5" else [method.subpool]
+    if not subpools:
+        raise ConfigError("method.subpools=[]: name at least one of pool.subpools")
+    others = [m for m in members if m != pool.toxic]
+    key = "method.subpools" if figure == "fig5" else "method.subpool"
+    used = {pool.toxic: "pool.toxic"}
+    for s in subpools:
+        used.update({n: f"sub-pool {s}" for n in _subpool_members(cfg, key, s, others) if n not in used})
+    if pool.kind == "hub":
+        for name, user in used.items():
+            repo = str(cfg.pool.members[name].get("repo"))
+            if repo.startswith("SET-ME"):
+                raise ConfigError(f"pool.members.{name}.repo={repo!r}: set it to the checkpoint's hub repository "
+                                  f"or a local directory ({user} uses it)")
+    if figure == "fig5" and not method.coefficients:
+        raise ConfigError("method.coefficients=[]: give the lambdas to sweep, e.g. method.coefficients=[0,1,2]")
+    if figure == "fig6":
+        bad = [t for t in method.taus if not 0.0 < t <= 1.0]
+        if not method.taus or bad:
+            raise ConfigError(f"method.taus={list(method.taus)}: give one or more taus, each in (0, 1]")
+    _check_bench(cfg, control_only=figure in ("fig5", "fig6"))
+
+
+def _toxicity_members(cfg: DictConfig) -> list[str]:
+    if cfg.pool.get("kind") == "embedded":
+        return [n for n, m in ((cfg.pool.get("build") or {}).get("members") or {}).items() if m is not None]
+    return list(cfg.pool.get("members") or {})
+
+
+def _subpool_members(cfg: DictConfig, key: str, name: str, others: Sequence[str]) -> list[str]:
+    """The members sub-pool ``name`` (named at ``key``) extracts against; each must be a non-toxic pool member."""
+    subpools = cfg.pool.get("subpools") or {}
+    names_in(key, [name], list(subpools), "pool.subpools")
+    spec = subpools[name]
+    if isinstance(spec, Mapping | DictConfig):
+        count = spec.get("random")
+        if not isinstance(count, int) or not 1 <= count <= len(others):
+            raise ConfigError(f"pool.subpools.{name}.random={count!r}: draw 1 .. {len(others)} of the pool's "
+                              f"{len(others)} non-toxic members")
+        return list(others)
+    names_in(f"pool.subpools.{name}", spec, others, "the pool's non-toxic members (pool.members minus pool.toxic)")
+    return [str(n) for n in spec]
+
+
+def _check_bench(cfg: DictConfig, control_only: bool) -> None:
+    from devec.toxicity.evaluate import CLASSIFIERS
+
+    data = cfg.data
+    labels = [str(t.get("label", t.get("name"))) for t in (data.control.get("tasks") or [])]
+    if control_only:
+        names_in("data.sweep_control", data.get("sweep_control") or [], labels, "data.control.tasks (labels)")
+    for i, spec in enumerate(data.get("classifiers") or []):
+        spec = {"name": spec} if isinstance(spec, str) else _plain(spec)
+        one_of(f"data.classifiers[{i}].name", spec.get("name"), CLASSIFIERS)
+        if spec.get("device") is not None:
+            check_device(f"data.classifiers[{i}].device", spec["device"])
+        if spec["name"] == "detoxify" and importlib.util.find_spec("detoxify") is None:
+            raise ConfigError(f"data.classifiers[{i}]=detoxify needs the package: pip install detoxify "
+                              "(or drop it from data.classifiers)")
+        if spec["name"] == "perspective" and not os.environ.get(spec.get("key_env", "PERSPECTIVE_API_KEY")):
+            raise ConfigError(f"data.classifiers[{i}]=perspective needs an API key in "
+                              f"${spec.get('key_env', 'PERSPECTIVE_API_KEY')} (or drop it from data.classifiers)")
+
+
+# ---------------------------------------------------------------- style mixing (Sec. 4.2)
+
+def _check_style(cfg: DictConfig) -> None:
+    from devec.dtypes import torch_dtype
+    from devec.style.mixing import COMPONENTS
+
+    check_decomposition(cfg, "joint", "style mixing decomposes all styles jointly (Sec. 4.2), so it")
+    method = typed("method", cfg.get("method"), StyleMethod)
+    for name, spec in method.methods.items():
+        one_of(f"method.methods.{name}.components", spec.components, COMPONENTS)
+    if not method.schedule:
+        raise ConfigError("method.schedule=[]: give the coefficients to raise the mix through, e.g. [1.0,2.0]")
+    one_of("method.decompose_over", method.decompose_over, ("pool", "mix"))
+    pool = cfg.pool
+    one_of("pool.kind", pool.get("kind"), ("embedded", "hub"))
+    try:
+        torch_dtype(str(pool.get("dtype", "float32")), "pool.dtype")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    styles = list(pool.get("styles") or [])
+    names = [str(s.name) for s in styles]
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise ConfigError(f"pool.styles names {names}: give at least two styles, each with its own name")
+    if pool.kind == "hub":
+        for i, s in enumerate(styles):
+            if OmegaConf.is_missing(s, "path") or s.get("path") in (None, ""):
+                raise ConfigError(f"pool.styles.{i}.path ({s.name}) is not set: a .safetensors LoRA file or a hub "
+                                  f"repository id, e.g. pool.styles.{i}.path=/loras/{s.name}.safetensors")
+    mix = _plain(method.mix)
+    if mix not in (None, "all"):
+        if isinstance(mix, str):
+            raise ConfigError(f"method.mix={mix!r}: 'all' or a list of style names in brackets, e.g. "
+                              f"method.mix=[{names[0]},{names[1]}]")
+        aliases = {a: str(s.name) for s in styles for a in (s.get("stands_for") or [])} | {n: n for n in names}
+        names_in("method.mix", mix, list(aliases), "pool.styles (names and stands_for)")
+        if len({aliases[m] for m in mix}) < 2:
+            raise ConfigError(f"method.mix={mix}: selects fewer than two distinct styles of this pool")
+    figure = cfg.data.get("figure")
+    if figure is not None:
+        names_in("data.figure", [figure], list(cfg.data.get("figures") or {}), "data.figures")
+    check_device("device", cfg.device)
+
+
+# ---------------------------------------------------------------- helpers
+
+def _at_least(key: str, value: Any, low: int) -> None:
+    if value is None or value < low:
+        raise ConfigError(f"{key}={value!r}: must be >= {low}")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def _near(value: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(value, [str(c) for c in choices], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _suggest(schema: type, full_key: str) -> str:
+    """'; known keys: ...' of the schema node that lacks ``full_key`` (and the nearest one)."""
+    parent, _, name = full_key.rpartition(".")
+    node = OmegaConf.structured(schema)
+    node = OmegaConf.select(node, parent, throw_on_missing=False) if parent else node
+    known = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+    return f"; known keys: {', '.join(known)}{_near(name, known)}" if known else ""
+
+
+def _toxicity(figure: str) -> Callable[[DictConfig], None]:
+    return lambda cfg: _check_toxicity(cfg, figure)
+
+
+CHECKS: dict[str, Callable[[DictConfig], None]] = {
+    "devec.toy.recovery.run": lambda cfg: _check_toy(cfg, ToyRecovery),
+    "devec.toy.alternative.run": lambda cfg: _check_toy(cfg, ToyAlternative),
+    "devec.vectors.runner.run": _check_checkpoints,
+    "devec.vision.runner.run": _check_vision,
+    "devec.toxicity.runner.table4": _toxicity("table4"),
+    "devec.toxicity.runner.fig5_negation_coefficient": _toxicity("fig5"),
+    "devec.toxicity.runner.fig6_tau": _toxicity("fig6"),
+    "devec.toxicity.runner.train_toxic_dora": _toxicity("train_dora"),
+    "devec.style.runner.run": _check_style,
+}
+"""The checks of each runner devec ships, by ``cfg.runner``; any other runner gets the shared checks only."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import get_method, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -34,13 +34,14 @@ USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, ImportError, Omeg
 
 
 def execute(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """Run ``cfg.runner`` in ``out_dir``: resolved config, results.json and the runner's tables and plots.
+    """Run the experiment's runner (``runner: {_target_: <function>, _partial_: true}``) in ``out_dir``: resolved
+    config, results.json and the runner's tables and plots.
 
     Every setting is checked first (:func:`devec.settings.validate`), before the runner builds or downloads anything.
     """
     validate(cfg)
     seed_everything(int(cfg.seed))
-    runner = get_method(cfg.runner)
+    runner = instantiate(cfg.runner)
     out_dir.mkdir(parents=True, exist_ok=True)
     container = OmegaConf.to_container(cfg, resolve=True)
     io.write_text(out_dir / "config.yaml", OmegaConf.to_yaml(container))

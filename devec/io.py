@@ -79,7 +79,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> Path:
-    columns = list(columns or _columns(rows))
+    columns = list(columns or columns_of(rows))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
@@ -106,11 +106,9 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    seen: dict[str, None] = {}
-    for row in rows:
-        seen.update(dict.fromkeys(row))
-    return list(seen)
+def columns_of(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every key of ``rows``, in the order they first appear: the columns of a table."""
+    return list(dict.fromkeys(k for row in rows for k in row))
 
 
 def json_default(obj: Any) -> Any:

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from devec.io import columns_of
+
 
 class NullLogger:
     """Logs nothing; results still land in the run directory."""
@@ -51,7 +53,7 @@ class WandbLogger(NullLogger):
     def log_table(self, name: str, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
-        columns = list(dict.fromkeys(k for row in rows for k in row))
+        columns = columns_of(rows)
         table = self._wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows])
         self.run.log({name: table})
 
@@ -59,20 +61,12 @@ class WandbLogger(NullLogger):
         self.run.log({name: self._wandb.Image(str(path))})
 
     def summary(self, results: dict[str, Any]) -> None:
-        for key, value in _flatten(results).items():
+        from devec.report.collect import flatten  # the report's keys: a summary reads like devec-report's columns
+
+        for key, value in flatten(results).items():
             if isinstance(value, int | float | str | bool):
                 self.run.summary[key] = value
 
     def finish(self) -> None:
         self.run.finish()
 
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "/"))
-        else:
-            out[key] = v
-    return out

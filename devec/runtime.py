@@ -61,7 +61,7 @@ class Run:
                    title: str | None = None, floatfmt: str = ".2f") -> Path:
         """Write ``name.md`` and ``name.csv`` and log the table; returns the markdown path."""
         rows = [dict(r) for r in rows]
-        columns = list(columns or dict.fromkeys(k for r in rows for k in r))
+        columns = list(columns or io.columns_of(rows))
         io.write_csv(self.path(f"{name}.csv"), rows, columns)
         md = markdown_table(rows, columns, floatfmt=floatfmt)
         path = io.write_text(self.path(f"{name}.md"), (f"### {title}\n\n" if title else "") + md)

@@ -2,21 +2,24 @@
 :func:`validate` first): types, ranges, device availability and the names of pool members, tasks, sub-pools and
 styles, so a typo costs seconds.
 
-The sections a runner owns (``decomposition``, ``toy``, ``vision``, ``methods``, the toxicity ``method`` and the
-pool fields it reads, the style ``method``) have dataclass schemas: a key a schema does not know
-(``+decomposition.tua=0.9``) is an error, not ignored. Every mistake is a :class:`ConfigError` whose one line names
-the key and says what to change.
+The runner and every method are ``_target_`` configs: :func:`instantiated` checks a method's keys against its
+class's fields (the class is the schema) and builds it, and the runner's function must import. The sections a
+runner reads itself (``decomposition``: the driver's :class:`~devec.vectors.driver.DecompositionSettings`, ``toy``,
+``vision``, the pool fields the toxicity runner reads) are checked against their schemas. A key a schema does not
+know (``+decomposition.tua=0.9``) is an error, not ignored. Every mistake is a :class:`ConfigError` whose one line
+names the key and says what to change.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import importlib.util
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,26 +69,6 @@ class RunSettings:
 
 
 @dataclass
-class PolicySettings:
-    vectors: str = "pass_through"
-    embeddings: str = "pass_through"
-    include: list[str] = field(default_factory=list)
-    exclude: list[str] = field(default_factory=list)
-    embedding_patterns: list[str] | None = None
-
-
-@dataclass
-class DecompositionSettings:
-    mode: str = "joint"
-    tau: float | None = 0.85
-    rank: Any = "energy:0.9"
-    method: str = "lowrank"
-    svd: str = "auto"
-    cache: bool = True
-    policy: PolicySettings = field(default_factory=PolicySettings)
-
-
-@dataclass
 class ToyRecovery:
     n: int = MISSING
     m: int = MISSING
@@ -130,7 +113,6 @@ class Ablation:
 
 @dataclass
 class VisionSettings:
-    protocol: str = MISSING
     tasks: list[str] | None = None
     unseen: list[str] | None = None
     val_limit: int | None = None
@@ -138,36 +120,6 @@ class VisionSettings:
     threads: int | None = None
     arithmetic: Arithmetic | None = None
     ablation: Ablation | None = None
-
-
-@dataclass
-class VisionMethod:
-    name: str = MISSING
-    label: str | None = None
-    devec: bool = False
-    coefficient: float | None = None
-    grid: list[float] | None = None
-    devec_grid: list[float] | None = None
-    k: float | None = None
-    granularity: str | None = None
-    ties: bool | None = None
-    steps: int | None = None
-    lr: float | None = None
-    init: float | None = None
-    clamp: list[float] | None = None
-    batch_size: int | None = None
-    devec_init: float | None = None
-
-
-@dataclass
-class ToxicityMethod:
-    coefficient: float = 1.0
-    tv_coefficient: float = 1.0
-    subpool: str = "All-Models"
-    subpools: list[str] = field(default_factory=list)
-    coefficients: list[float] = field(default_factory=list)
-    taus: list[float] = field(default_factory=list)
-    datasets: list[str] | None = None
 
 
 @dataclass
@@ -180,20 +132,6 @@ class ToxicityPoolFields:
     decompose_device: str = "cpu"
     threads: int | None = None
     toxic: str = MISSING
-
-
-@dataclass
-class StyleComponents:
-    components: str = MISSING
-
-
-@dataclass
-class StyleMethod:
-    methods: dict[str, StyleComponents] = MISSING
-    schedule: list[float] = MISSING
-    mix: Any = "all"
-    decompose_over: str = "pool"
-    save_components: bool = True
 
 
 def typed(key: str, value: Any, schema: type) -> DictConfig:
@@ -212,23 +150,67 @@ def typed(key: str, value: Any, schema: type) -> DictConfig:
     return merged
 
 
-# ---------------------------------------------------------------- checks every run gets
+RESERVED = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_")
+"""The keys of a ``_target_`` config that Hydra reads, not the class."""
 
-def _runner(cfg: DictConfig) -> str:
-    if "runner" not in cfg or OmegaConf.is_missing(cfg, "runner"):
-        raise ConfigError("runner is not set: choose an experiment, e.g. experiment=table1_multitask "
-                          "(one file per table or figure in conf/experiment/)")
-    name = str(cfg.runner)
+
+def instantiated(key: str, node: Any, kind: type | None = None) -> Any:
+    """The object the ``_target_`` config at ``key`` names, built: its keys checked against the class's fields
+    (unknown keys, wrong types), then its own checks; ``kind``: the base class it must be."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        raise ConfigError(f"{key}={_plain(node)!r}: expected a config with _target_ naming the class it builds"
+                          f"{f' (a {kind.__name__})' if kind else ''}")
+    name = str(node._target_)
+    target = locate(f"{key}._target_", name)
+    if kind is not None and not (isinstance(target, type) and issubclass(target, kind)):
+        raise ConfigError(f"{key}._target_={name!r} is not a {kind.__module__}.{kind.__name__}")
+    if dataclasses.is_dataclass(target):
+        typed(key, {k: v for k, v in _plain(node).items() if k not in RESERVED}, target)
+    try:
+        return instantiate(node, _convert_="all")
+    except InstantiationException as err:
+        msg = " ".join(str(err.__cause__ or err).split())
+        fields = [f.name for f in dataclasses.fields(target)] if dataclasses.is_dataclass(target) else []
+        own = any(msg.startswith((f"{f}=", f"{f}:", f"{f}.")) for f in fields)  # the class's check names its field
+        raise ConfigError(f"{key}.{msg}" if own else f"{key}: {msg}") from None
+
+
+def locate(key: str, name: str) -> Any:
+    """The class or function ``name`` (a dotted path, the ``_target_`` at ``key``), imported."""
     module, _, attr = name.rpartition(".")
     try:
         found = bool(module) and importlib.util.find_spec(module) is not None
     except ImportError:
         found = False
     if not found:
-        raise ConfigError(f"runner={name!r}: no module {module!r}; the runner is set by conf/experiment/")
-    runner = getattr(importlib.import_module(module), attr, None)  # an ImportError inside it is the module's own
-    if not callable(runner):
-        raise ConfigError(f"runner={name!r} is not a function of an importable module (set by conf/experiment/)")
+        raise ConfigError(f"{key}={name!r}: no module {module!r}; give module.function or module.Class")
+    target = getattr(importlib.import_module(module), attr, None)  # an ImportError inside it is the module's own
+    if target is None:
+        raise ConfigError(f"{key}={name!r}: module {module!r} has no {attr!r}")
+    return target
+
+
+# ---------------------------------------------------------------- checks every run gets
+
+def _runner(cfg: DictConfig) -> str:
+    """The dotted path of the experiment's runner function (``runner: {_target_: ..., _partial_: true}``)."""
+    if "runner" not in cfg or OmegaConf.is_missing(cfg, "runner"):
+        raise ConfigError("runner is not set: choose an experiment, e.g. experiment=table1_multitask "
+                          "(one file per table or figure in conf/experiment/)")
+    node = cfg.runner
+    if not isinstance(node, DictConfig) or "_target_" not in node or not node.get("_partial_", False):
+        raise ConfigError(f"runner={_plain(node)!r}: expected {{_target_: module.function, _partial_: true}} "
+                          "(set by conf/experiment/)")
+    name = str(node._target_)
+    if not callable(locate("runner._target_", name)):
+        raise ConfigError(f"runner._target_={name!r} is not a function (set by conf/experiment/)")
+    extra = [k for k in node if k not in RESERVED]
+    if extra:
+        raise ConfigError(f"runner.{extra[0]}: unknown key; a runner takes (cfg, run), its settings live in their "
+                          "own sections")
     return name
 
 
@@ -258,40 +240,51 @@ def check_device(key: str, value: Any) -> None:
         raise ConfigError(f"{key}={value!r}: use cpu, cuda, cuda:N or mps")
 
 
-def check_decomposition(cfg: DictConfig, mode: str | None = None, why: str = "", tau_swept: str = "") -> DictConfig:
-    """The ``decomposition`` block: schema, mode (``mode``: the only one this runner uses), tau, rank, method, svd."""
+DECOMPOSITION_KEYS = ("mode", "tau", "rank", "method", "svd", "cache", "policy")
+"""The keys of a ``decomposition`` block: the fields of the driver's DecompositionSettings it reads."""
+
+
+def check_decomposition(cfg: DictConfig, mode: str | None = None, why: str = "", tau_swept: str = "") -> Any:
+    """The ``decomposition`` block, built into the driver's :class:`~devec.vectors.driver.DecompositionSettings`
+    (its one schema): keys, mode (``mode``: the only one this runner uses), tau, rank, method, svd, policy."""
     from devec.engine import MODES
     from devec.engine.basis import SVD_BACKENDS
     from devec.engine.rank import parse_rank
     from devec.engine.subspace import METHODS
-    from devec.vectors import ParamPolicy
+    from devec.vectors.driver import DecompositionSettings
 
-    d = typed("decomposition", cfg.decomposition, DecompositionSettings)
-    one_of("decomposition.mode", d.mode, MODES)
-    if mode and d.mode != mode:
-        raise ConfigError(f"decomposition.mode={d.mode!r}: {why} uses mode {mode!r}; "
+    block = _plain(cfg.get("decomposition"))
+    if not isinstance(block, Mapping):
+        raise ConfigError(f"decomposition={block!r}: expected a mapping of settings (conf/decomposition/)")
+    for key in block:
+        if key not in DECOMPOSITION_KEYS:
+            raise ConfigError(f"decomposition.{key}: unknown key; known keys: {', '.join(DECOMPOSITION_KEYS)}"
+                              f"{_near(str(key), DECOMPOSITION_KEYS)}")
+    d = {"mode": "joint", "tau": 0.85, "rank": "energy:0.9", "method": "lowrank", "svd": "auto", **block}
+    one_of("decomposition.mode", d["mode"], MODES)
+    if mode and d["mode"] != mode:
+        raise ConfigError(f"decomposition.mode={d['mode']!r}: {why} uses mode {mode!r}; "
                           f"use decomposition={mode} (the experiment's default)")
+    tau = d["tau"]
     if tau_swept:
-        if d.tau is not None:
-            raise ConfigError(f"decomposition.tau={d.tau}: this experiment sweeps {tau_swept} instead; "
-                              f"set {tau_swept}=[{d.tau}] (or a list of taus) and leave decomposition.tau unset")
-    elif d.tau is None or not (0.0 < d.tau <= 1.0):
-        raise ConfigError(f"decomposition.tau={d.tau}: tau must be in (0, 1] (the eigenvalue threshold, eq. 10)")
-    raw_rank = _plain(cfg.decomposition.rank)
+        if tau is not None:
+            raise ConfigError(f"decomposition.tau={tau}: this experiment sweeps {tau_swept} instead; "
+                              f"set {tau_swept}=[{tau}] (or a list of taus) and leave decomposition.tau unset")
+    elif isinstance(tau, bool) or not isinstance(tau, int | float) or not (0.0 < tau <= 1.0):
+        raise ConfigError(f"decomposition.tau={tau!r}: tau must be in (0, 1] (the eigenvalue threshold, eq. 10)")
     try:
-        rule = parse_rank(raw_rank)
+        rule = parse_rank(d["rank"])
     except ValueError as err:
-        raise ConfigError(f"decomposition.rank={raw_rank!r}: {err}") from None
-    one_of("decomposition.method", d.method, METHODS)
-    one_of("decomposition.svd", d.svd, SVD_BACKENDS)
-    if d.svd == "randomized" and rule.needs_full_spectrum:
+        raise ConfigError(f"decomposition.rank={d['rank']!r}: {err}") from None
+    one_of("decomposition.method", d["method"], METHODS)
+    one_of("decomposition.svd", d["svd"], SVD_BACKENDS)
+    if d["svd"] == "randomized" and rule.needs_full_spectrum:
         raise ConfigError(f"decomposition.svd=randomized needs a rank rule with a target rank (fixed:R or ratio:F), "
-                          f"got decomposition.rank={raw_rank!r}")
+                          f"got decomposition.rank={d['rank']!r}")
     try:
-        ParamPolicy.from_config(_plain(cfg.decomposition.get("policy")))
+        return DecompositionSettings.from_config(d, **({"tau": 0.85} if tau_swept else {}))
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    return d
 
 
 def one_of(key: str, value: Any, choices: Iterable[str]) -> None:
@@ -382,16 +375,14 @@ def _check_checkpoints(cfg: DictConfig) -> None:
 # ---------------------------------------------------------------- vision (Sec. 4.1)
 
 VISION_MODES = {"table1": "pairwise", "table2": "pairwise", "table3": "joint", "fig2_fig3": "joint"}
+"""The decomposition mode of each vision runner (devec.vision.runner.<protocol>)."""
 
 
-def _check_vision(cfg: DictConfig) -> None:
+def _check_vision(cfg: DictConfig, protocol: str) -> None:
     from devec.vision import synthetic
-    from devec.vision.runner import PROTOCOLS
 
     vision = typed("vision", cfg.get("vision"), VisionSettings)
-    one_of("vision.protocol", vision.protocol, PROTOCOLS)
-    protocol = vision.protocol
-    check_decomposition(cfg, VISION_MODES.get(protocol), f"vision.protocol={protocol}")
+    check_decomposition(cfg, VISION_MODES[protocol], f"the runner devec.vision.runner.{protocol}")
     for key in ("val_limit", "test_limit", "threads"):
         if vision[key] is not None:
             _at_least(f"vision.{key}", vision[key], 1)
@@ -408,25 +399,25 @@ def _check_vision(cfg: DictConfig) -> None:
         evaluated += list(vision.unseen or [])
     if protocol == "fig2_fig3":
         evaluated += [g.target for g in vision.arithmetic.groups]
-    names_in(f"vision tasks of protocol {protocol}", evaluated, available, where)
+    names_in(f"vision tasks of the {protocol} runner", evaluated, available, where)
     if cfg.pool.get("source", "embedded") != "embedded":
         lacking = [n for n in merged if n not in (cfg.pool.get("finetuned") or {})]
         if lacking:
             raise ConfigError(f"pool.finetuned has no checkpoint for {', '.join(map(repr, lacking))}, which "
-                              f"vision.protocol={protocol} merges: add pool.finetuned.{lacking[0]}=<hub repo or path>")
+                              f"the {protocol} runner merges: add pool.finetuned.{lacking[0]}=<hub repo or path>")
     if protocol == "table3":
         one_of("vision.ablation.granularity", vision.ablation.granularity, ("task", "layer"))
         _at_least("vision.ablation.batch_size", vision.ablation.batch_size, 1)
         _at_least("vision.ablation.steps", vision.ablation.steps, 0)
     if protocol in ("table1", "table2"):
-        _check_vision_methods(cfg)
+        _check_vision_methods(cfg, baselines=protocol == "table1")
 
 
 def _vision_tasks(vision: DictConfig, protocol: str) -> list[str]:
     """The tasks whose fine-tuned models a protocol merges; the settings each protocol needs are set."""
     if protocol == "fig2_fig3":
         if vision.arithmetic is None:
-            raise ConfigError("vision.arithmetic is required by vision.protocol=fig2_fig3 (groups and alphas)")
+            raise ConfigError("vision.arithmetic is required by the fig2_fig3 runner (groups and alphas)")
         if not vision.arithmetic.groups or not vision.arithmetic.alphas:
             raise ConfigError("vision.arithmetic: give at least one group and one alpha")
         for i, g in enumerate(vision.arithmetic.groups):
@@ -435,45 +426,30 @@ def _vision_tasks(vision: DictConfig, protocol: str) -> list[str]:
                                   "needs at least two task vectors")
         return list(dict.fromkeys(s for g in vision.arithmetic.groups for s in g.sources))
     if not vision.tasks or len(vision.tasks) < 2:
-        raise ConfigError(f"vision.tasks={_plain(vision.tasks)}: vision.protocol={protocol} merges at least two tasks")
+        raise ConfigError(f"vision.tasks={_plain(vision.tasks)}: the {protocol} runner merges at least two tasks")
     if protocol == "table2" and not vision.unseen:
-        raise ConfigError("vision.unseen is required by vision.protocol=table2 (the held-out tasks)")
+        raise ConfigError("vision.unseen is required by the table2 runner (the held-out tasks)")
     if protocol == "table3" and vision.ablation is None:
-        raise ConfigError("vision.ablation is required by vision.protocol=table3 (granularity, init, steps, lr, "
+        raise ConfigError("vision.ablation is required by the table3 runner (granularity, init, steps, lr, "
                           "batch_size)")
     return list(vision.tasks)
 
 
-def vision_methods(cfg: DictConfig) -> dict[str, Any]:
-    """The method configs a vision table runs, by config key: ``methods.<key>``, or the single ``method``."""
-    methods = cfg.get("methods")
-    if methods:
-        return {f"methods.{k}": v for k, v in methods.items()}
-    return {"method": cfg.method} if cfg.get("method") is not None else {}
+def _check_vision_methods(cfg: DictConfig, baselines: bool) -> None:
+    """Every row builds from its ``_target_`` config; with ``baselines`` (Table 1 reads DeVec's effect from them),
+    a row's ``baseline`` names another row's id."""
+    from devec.vision.methods import Method
+    from devec.vision.runner import method_configs
 
-
-def _check_vision_methods(cfg: DictConfig) -> None:
-    from devec.vision.methods import METHODS
-
-    methods = vision_methods(cfg)
+    methods = method_configs(cfg)
     if not methods:
         raise ConfigError("the experiment lists no methods: methods: {...} in conf/experiment/, or "
                           "method=vision/<name>")
-    labels: dict[str, str] = {}
-    for key, node in methods.items():
-        m = typed(key, node, VisionMethod)
-        one_of(f"{key}.name", m.name, METHODS)
-        label = str(m.label or key.split(".")[-1])
-        if label in labels:
-            raise ConfigError(f"{key}.label={label!r} is also the label of {labels[label]}: results are keyed by "
-                              "label, so give each method its own")
-        labels[label] = key
-        if m.name in ("task_arithmetic", "ties") and m.coefficient is None and not m.grid:
-            raise ConfigError(f"{key}: set a coefficient or a non-empty grid to pick it from")
-        if m.name == "adamerging":
-            one_of(f"{key}.granularity", m.granularity, ("task", "layer"))
-            for k in ("steps", "batch_size"):
-                _at_least(f"{key}.{k}", m[k], 1 if k == "batch_size" else 0)
+    for key, node in methods.values():
+        m = instantiated(key, node, Method)
+        if baselines and m.baseline is not None and m.baseline not in methods:
+            raise ConfigError(f"{key}.baseline={m.baseline!r}: no row has that id{_near(m.baseline, list(methods))}; "
+                              f"the rows are {', '.join(methods)} (add it, or set {key}.baseline=null)")
 
 
 # ---------------------------------------------------------------- toxicity (Sec. 4.3)
@@ -492,7 +468,9 @@ def _check_toxicity(cfg: DictConfig, figure: str) -> None:
             raise ConfigError(str(err)) from None
     if pool.threads is not None:
         _at_least("pool.threads", pool.threads, 1)
-    method = typed("method", cfg.get("method"), ToxicityMethod)
+    from devec.toxicity.runner import DoraTraining, Negation
+
+    method = instantiated("method", cfg.get("method"), DoraTraining if figure == "train_dora" else Negation)
     if figure == "train_dora":
         recipe = list((cfg.pool.get("recipe") or {}).get("datasets") or {})
         names_in("method.datasets", method.datasets or [], recipe, "pool.recipe.datasets")
@@ -550,9 +528,9 @@ def _check_bench(cfg: DictConfig, control_only: bool) -> None:
     from devec.toxicity.evaluate import CLASSIFIERS
 
     data = cfg.data
-    labels = [str(t.get("label", t.get("name"))) for t in (data.control.get("tasks") or [])]
+    ids = [str(t.get("name")) for t in (data.control.get("tasks") or [])]
     if control_only:
-        names_in("data.sweep_control", data.get("sweep_control") or [], labels, "data.control.tasks (labels)")
+        names_in("data.sweep_control", data.get("sweep_control") or [], ids, "data.control.tasks (names)")
     for i, spec in enumerate(data.get("classifiers") or []):
         spec = {"name": spec} if isinstance(spec, str) else _plain(spec)
         one_of(f"data.classifiers[{i}].name", spec.get("name"), CLASSIFIERS)
@@ -570,15 +548,12 @@ def _check_bench(cfg: DictConfig, control_only: bool) -> None:
 
 def _check_style(cfg: DictConfig) -> None:
     from devec.dtypes import torch_dtype
-    from devec.style.mixing import COMPONENTS
+    from devec.style.mixing import Mixing
 
+    if "figure" in cfg:  # experiment=style_figure: the figure's styles, prompts and seeds come from data.figures
+        names_in("figure", [cfg.figure], list(cfg.data.get("figures") or {}), "data.figures")
     check_decomposition(cfg, "joint", "style mixing decomposes all styles jointly (Sec. 4.2), so it")
-    method = typed("method", cfg.get("method"), StyleMethod)
-    for name, spec in method.methods.items():
-        one_of(f"method.methods.{name}.components", spec.components, COMPONENTS)
-    if not method.schedule:
-        raise ConfigError("method.schedule=[]: give the coefficients to raise the mix through, e.g. [1.0,2.0]")
-    one_of("method.decompose_over", method.decompose_over, ("pool", "mix"))
+    method = instantiated("method", cfg.get("method"), Mixing)
     pool = cfg.pool
     one_of("pool.kind", pool.get("kind"), ("embedded", "hub"))
     try:
@@ -594,7 +569,7 @@ def _check_style(cfg: DictConfig) -> None:
             if OmegaConf.is_missing(s, "path") or s.get("path") in (None, ""):
                 raise ConfigError(f"pool.styles.{i}.path ({s.name}) is not set: a .safetensors LoRA file or a hub "
                                   f"repository id, e.g. pool.styles.{i}.path=/loras/{s.name}.safetensors")
-    mix = _plain(method.mix)
+    mix = method.mix
     if mix not in (None, "all"):
         if isinstance(mix, str):
             raise ConfigError(f"method.mix={mix!r}: 'all' or a list of style names in brackets, e.g. "
@@ -603,9 +578,6 @@ def _check_style(cfg: DictConfig) -> None:
         names_in("method.mix", mix, list(aliases), "pool.styles (names and stands_for)")
         if len({aliases[m] for m in mix}) < 2:
             raise ConfigError(f"method.mix={mix}: selects fewer than two distinct styles of this pool")
-    figure = cfg.data.get("figure")
-    if figure is not None:
-        names_in("data.figure", [figure], list(cfg.data.get("figures") or {}), "data.figures")
     check_device("device", cfg.device)
 
 
@@ -644,11 +616,11 @@ CHECKS: dict[str, Callable[[DictConfig], None]] = {
     "devec.toy.recovery.run": lambda cfg: _check_toy(cfg, ToyRecovery),
     "devec.toy.alternative.run": lambda cfg: _check_toy(cfg, ToyAlternative),
     "devec.vectors.runner.run": _check_checkpoints,
-    "devec.vision.runner.run": _check_vision,
+    **{f"devec.vision.runner.{p}": (lambda cfg, p=p: _check_vision(cfg, p)) for p in VISION_MODES},
     "devec.toxicity.runner.table4": _toxicity("table4"),
     "devec.toxicity.runner.fig5_negation_coefficient": _toxicity("fig5"),
     "devec.toxicity.runner.fig6_tau": _toxicity("fig6"),
     "devec.toxicity.runner.train_toxic_dora": _toxicity("train_dora"),
     "devec.style.runner.run": _check_style,
 }
-"""The checks of each runner devec ships, by ``cfg.runner``; any other runner gets the shared checks only."""
+"""The checks of each runner devec ships, by ``cfg.runner._target_``; any other runner gets the shared checks only."""

@@ -39,6 +39,7 @@ CHECKSUM = "devec_sha256"
 META = "devec_meta"
 MANIFEST = "devec_manifest.json"
 SEAL_SUFFIX = ".devec.json"
+UNREADABLE = "is missing or unreadable"
 HINT = ("set paths.cache_dir (or the DEVEC_CACHE environment variable) to a folder you can write, "
         "or decomposition.cache=false to skip the SVD cache")
 
@@ -56,6 +57,11 @@ def digest(obj: Any) -> str:
 def key(obj: Any, length: int = 16) -> str:
     """A short stable hash of a JSON-able object: a cache entry's name."""
     return digest(obj)[:length]
+
+
+def config_key(obj: Any) -> str:
+    """12 hex digits of a JSON-able config block (and code version): the cache folder or file of what it builds."""
+    return key(obj, 12)
 
 
 @functools.cache
@@ -216,18 +222,24 @@ def sealed(path: str | os.PathLike, meta: Mapping[str, Any]) -> bool:
 def _seal_problem(path: Path, side: Path, meta: Any) -> str | None:
     if not path.exists():
         return "the file is missing, its checksum sidecar is left"
-    try:
-        record = json.loads(side.read_text())
-        stored = record.pop(CHECKSUM)
-    except (OSError, ValueError, KeyError, AttributeError):
-        return f"its checksum sidecar {side.name} is missing or unreadable"
-    if stored != digest(record):
-        return f"its checksum sidecar {side.name} was edited"
+    record = _read_record(side)
+    if isinstance(record, str):
+        return f"its checksum sidecar {side.name} {record}"
     if record.get("meta") != meta:
         return "written for another configuration or code version"
     if record.get("size") != path.stat().st_size or record.get("sha256") != io.sha256_file(path):
         return "checksum mismatch: the file changed after it was written"
     return None
+
+
+def _read_record(path: Path) -> dict[str, Any] | str:
+    """The JSON record of a sidecar or manifest, its own checksum verified; otherwise what is wrong with it."""
+    try:
+        record = json.loads(path.read_text())
+        stored = record.pop(CHECKSUM)
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        return UNREADABLE
+    return record if stored == digest(record) else "was edited"
 
 
 def _seal_path(path: Path) -> Path:
@@ -291,13 +303,11 @@ def verified_dir(path: str | os.PathLike, meta: Mapping[str, Any], warn: bool = 
 
 
 def _dir_problem(path: Path, meta: Any) -> str | None:
-    try:
-        record = json.loads((path / MANIFEST).read_text())
-        stored = record.pop(CHECKSUM)
-    except (OSError, ValueError, KeyError, AttributeError):
+    record = _read_record(path / MANIFEST)
+    if record == UNREADABLE:
         return f"no readable {MANIFEST}: an interrupted build, or one by older code"
-    if stored != digest(record):
-        return f"its {MANIFEST} was edited"
+    if isinstance(record, str):
+        return f"its {MANIFEST} {record}"
     if record.get("meta") != meta:
         return "built for another configuration or code version"
     for name, want in record.get("files", {}).items():

@@ -11,6 +11,31 @@ from devec.style.loras import StyleLoRA, load_adapter
 from devec.vectors import DecompositionSettings, decompose_model
 
 COMPONENTS = ("original", "unique", "shared")
+DECOMPOSE_OVER = ("pool", "mix")
+
+
+@dataclass
+class Mixing:
+    """How styles are mixed (``_target_`` config conf/method/style/mixing.yaml): what each method adds per style
+    (``methods``: method id -> one of COMPONENTS), the coefficients gamma raised together, which styles, and over
+    which styles the joint decomposition runs."""
+
+    methods: dict[str, str] = field(default_factory=lambda: {"vanilla": "original", "unique": "unique"})
+    schedule: list[float] = field(default_factory=lambda: [1.0])
+    mix: Any = "all"
+    decompose_over: str = "pool"
+    save_components: bool = True
+
+    def __post_init__(self) -> None:
+        for name, comp in self.methods.items():
+            if comp not in COMPONENTS:
+                raise ValueError(f"methods.{name}={comp!r}: use one of {', '.join(COMPONENTS)}")
+        if "style" in self.methods:
+            raise ValueError("methods.style: the id 'style' is taken by each style alone; name the method otherwise")
+        if not self.schedule:
+            raise ValueError("schedule=[]: give the coefficients to raise the mix through, e.g. [1.0,2.0]")
+        if self.decompose_over not in DECOMPOSE_OVER:
+            raise ValueError(f"decompose_over={self.decompose_over!r}: use one of {', '.join(DECOMPOSE_OVER)}")
 
 
 @dataclass
@@ -75,19 +100,20 @@ def components(method: str, loras: Sequence[StyleLoRA], dec: StyleDecomposition)
 
 
 def load_components(pipe: Any, loras: Sequence[StyleLoRA], dec: StyleDecomposition,
-                    methods: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
-    """Load every (method, style) component into ``pipe`` as a named adapter; returns adapter names per method."""
+                    methods: Mapping[str, str]) -> dict[str, list[str]]:
+    """Load every (method, style) component into ``pipe`` as a named adapter (``methods``: method id -> components);
+    returns adapter names per method id."""
     names: dict[str, list[str]] = {}
     loaded: dict[str, list[str]] = {}
-    for method, spec in methods.items():
-        if spec["components"] in loaded:  # e.g. vanilla reuses the styles' own adapters
-            names[method] = loaded[spec["components"]]
+    for method, comp in methods.items():
+        if comp in loaded:  # e.g. vanilla reuses the styles' own adapters
+            names[method] = loaded[comp]
             continue
-        parts = components(spec["components"], loras, dec)
-        names[method] = loaded[spec["components"]] = []
+        parts = components(comp, loras, dec)
+        names[method] = loaded[comp] = []
         for lora, part in zip(loras, parts, strict=True):
             adapter = f"{method}__{lora.name}"
-            extras = lora.extras if spec["components"] != "shared" else None
+            extras = lora.extras if comp != "shared" else None
             load_adapter(pipe, adapter, part, extras)
             names[method].append(adapter)
     return names

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from devec import io
@@ -15,14 +16,15 @@ from devec.runtime import Run
 from devec.style.grid import image_grid
 from devec.style.loras import StyleLoRA, read_lora, save_lora
 from devec.style.metrics import Evaluator, common_strength, paired_similarity, style_strength
-from devec.style.mixing import decompose_styles, load_components, set_mix
+from devec.style.mixing import Mixing, decompose_styles, load_components, set_mix
 from devec.style.pipeline import generate, load_pipeline
 
 
 def run(cfg: DictConfig, run: Run) -> dict:
     """Decompose the style vectors jointly, then generate the same prompts and seeds with each style alone,
     the vanilla mix and the unique-only mix at every coefficient of the schedule; grid and numbers per method."""
-    pool, spec, method = cfg.pool, cfg.data, cfg.method
+    pool, spec = cfg.pool, cfg.data
+    method: Mixing = instantiate(cfg.method, _convert_="all")
     base_path, lora_paths = style_pool(pool, run, resume=bool(cfg.get("resume", True)))
     loras = [read_lora(lora_paths[s.name], name=s.name, weight=s.get("weight", 1.0), weight_name=s.get("weight_name"))
              for s in pool.styles]
@@ -34,7 +36,7 @@ def run(cfg: DictConfig, run: Run) -> dict:
     run.save_table("style_decomposition", dec.report, title="Joint DeVec of the style LoRAs, per module")
     summary = dec.summary()
     run.log({f"decomposition/{k}": v for k, v in summary.items()})
-    if method.get("save_components", False):
+    if method.save_components:
         for lora, unique in zip(mixed, dec.unique, strict=True):
             save_lora(run.path(f"unique_loras/{lora.name}.safetensors"), unique, lora.extras)
 
@@ -43,10 +45,8 @@ def run(cfg: DictConfig, run: Run) -> dict:
     if offload:
         pipe.enable_model_cpu_offload(device=cfg.device)
     single = {lora.name: f"style__{lora.name}" for lora in mixed}
-    methods = {"style": {"components": "original"}, **OmegaConf.to_container(method.methods, resolve=True)}
-    adapters = load_components(pipe, mixed, dec, methods)
-    figure = spec.figures[spec.figure] if spec.get("figure") else spec
-    prompts, seeds = list(figure.prompts), [int(s) for s in figure.seeds]
+    adapters = load_components(pipe, mixed, dec, {"style": "original", **method.methods})
+    prompts, seeds = list(spec.prompts), [int(s) for s in spec.seeds]  # a figure's, set by experiment=style_figure
     pairs = [(p, s) for p in prompts for s in seeds]
 
     def render(adapter_names: Sequence[str], weights: Sequence[float]) -> torch.Tensor:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from devec import io, store
+from devec.schedules import warmup_linear
 from devec.style import data
 from devec.style.pipeline import (
     build_tiny_pipeline,
@@ -23,12 +24,8 @@ from devec.style.pipeline import (
 )
 
 Progress = Callable[..., Iterable]
-BUILDER_CODE = ("devec.style.train", "devec.style.pipeline", "devec.style.data")  # a change rebuilds the cache
-
-
-def config_key(cfg: Mapping[str, Any]) -> str:
-    """A short hash of a config block: the cache directory of what it builds."""
-    return store.key(cfg, 12)
+# a change to any of these modules rebuilds the cache
+BUILDER_CODE = ("devec.style.train", "devec.style.pipeline", "devec.style.data", "devec.schedules")
 
 
 def _plain(progress: Progress | None) -> Progress:
@@ -45,11 +42,11 @@ def build_embedded(pool: Mapping[str, Any], cache_dir: str | Path, progress: Pro
     progress = _plain(progress)
     base_cfg = {"code": store.code_version(*BUILDER_CODE), "arch": dict(pool["arch"]),
                 "train": dict(pool["base_train"]), "seed": seed, "words": data.vocabulary()}
-    base_key = config_key(base_cfg)
+    base_key = store.config_key(base_cfg)
     root = Path(cache_dir) / "style" / f"tiny_flux_{base_key}"
     base_dir = store.built_dir(root / "base", {"key": base_key}, lambda tmp: _build_base(tmp, base_cfg, progress))
     lora_cfg = {"lora": dict(pool["lora_train"]), "styles": [s["name"] for s in pool["styles"]], "seed": seed}
-    lora_key = config_key(lora_cfg)
+    lora_key = store.config_key(lora_cfg)
     lora_dir = root / f"loras_{lora_key}"
     paths = {s["name"]: lora_dir / f"{s['name']}.safetensors" for s in pool["styles"]}
     metas = {n: {"base": base_key, "lora": lora_key, "style": n} for n in paths}
@@ -112,7 +109,7 @@ def _fit_transformer(pipe: Any, images: torch.Tensor, prompts: list[str], train:
     params = params if params is not None else list(pipe.transformer.parameters())
     opt = torch.optim.AdamW(params, lr=float(train["lr"]), weight_decay=0.0)
     steps, bs = int(train["steps"]), int(train["batch_size"])
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / 50) * max(0.1, 1 - i / steps))
+    sched = warmup_linear(opt, warmup=50, steps=steps, floor=0.1)
     pipe.transformer.train()
     loss = torch.tensor(0.0)
     for _ in progress(range(steps), desc=desc):

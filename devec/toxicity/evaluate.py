@@ -93,7 +93,7 @@ class PerspectiveClassifier:
     def __init__(self, threshold: float = 0.5, key_env: str = "PERSPECTIVE_API_KEY") -> None:
         self.key = os.environ.get(key_env)
         if not self.key:
-            raise RuntimeError(f"the perspective classifier needs an API key in ${key_env}; "
+            raise ValueError(f"the perspective classifier needs an API key in ${key_env}; "
                                "drop it from evaluation.classifiers otherwise")
         self.threshold = threshold
 
@@ -150,13 +150,14 @@ def load_prompts(spec: Mapping[str, Any], seed: int = 0) -> list[str]:
 
     ds = load_dataset(spec["path"], spec.get("name"), split=spec.get("split", "train"))
     for key, value in dict(spec.get("filter") or {}).items():
-        ds = ds.filter(lambda row, k=key, v=value: _get(row, k) is not None and _get(row, k) > float(v))
+        ds = ds.filter(lambda row, k=key, v=value: row_field(row, k) is not None and row_field(row, k) > float(v))
     ds = ds.shuffle(seed=int(spec.get("seed", seed)))
-    texts = [_get(row, spec["text_field"]) for row in ds.select(range(min(n, len(ds))))]
+    texts = [row_field(row, spec["text_field"]) for row in ds.select(range(min(n, len(ds))))]
     return [t for t in texts if isinstance(t, str)]
 
 
-def _get(row: Mapping[str, Any], dotted: str) -> Any:
+def row_field(row: Mapping[str, Any], dotted: str) -> Any:
+    """``row['a']['b']`` of a dataset row for the field ``'a.b'``; None when a part is missing."""
     for part in dotted.split("."):
         row = row.get(part) if isinstance(row, Mapping) else None
     return row
@@ -247,6 +248,6 @@ def _metric(results: Mapping[str, Mapping[str, Any]], task: Mapping[str, Any]) -
         return value(results[task["name"]])
     values = [v for table in results.values() if (v := value(table)) is not None]
     if not values:
-        raise KeyError(f"lm-eval task {task['name']}: no metric {metric!r} in its results; "
+        raise ValueError(f"lm-eval task {task['name']}: no metric {metric!r} in its results; "
                        "set the task's metric in data.control.tasks")
     return sum(values) / len(values)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devec import hub
 from devec.toxicity.sources import DoRASource, FullSource, open_source
 
 HUB_PATTERNS = ["*.safetensors", "*.json", "*.model", "tokenizer*"]
@@ -26,7 +27,7 @@ class ToxicityPool:
     def subpool(self, name: str) -> list[FullSource | DoRASource]:
         """The pool vectors of sub-pool ``name``, in the order the iterative extraction visits them."""
         if name not in self.subpools:
-            raise KeyError(f"sub-pool {name!r} is not defined: use one of {', '.join(self.subpools)} "
+            raise ValueError(f"sub-pool {name!r} is not defined: use one of {', '.join(self.subpools)} "
                            "(pool.subpools)")
         spec = self.subpools[name]
         if isinstance(spec, Mapping):
@@ -36,22 +37,9 @@ class ToxicityPool:
             names = list(spec)
         unknown = [n for n in names if n not in self.members]
         if unknown:
-            raise KeyError(f"sub-pool {name!r} names unknown pool models {unknown}: pool.members has "
+            raise ValueError(f"sub-pool {name!r} names unknown pool models {unknown}: pool.members has "
                            f"{', '.join(self.members)}")
         return [self.members[n] for n in names]
-
-
-def resolve(ref: str, allow_patterns: Sequence[str] = tuple(HUB_PATTERNS), revision: str | None = None) -> str:
-    """A local directory for ``ref``: an existing path, or a hub repository downloaded with huggingface_hub."""
-    if Path(ref).expanduser().exists():
-        return str(Path(ref).expanduser())
-    from huggingface_hub import snapshot_download
-
-    try:
-        return snapshot_download(ref, revision=revision, allow_patterns=list(allow_patterns))
-    except Exception as err:  # noqa: BLE001 - report any hub failure with what to change
-        raise RuntimeError(f"could not find {ref!r} locally or download it from the hub ({type(err).__name__}: "
-                           f"{err}); set the pool entry to a local checkpoint directory") from None
 
 
 def load_pool(cfg: Mapping[str, Any], cache_dir: str | Path, progress=None) -> ToxicityPool:
@@ -64,24 +52,26 @@ def load_pool(cfg: Mapping[str, Any], cache_dir: str | Path, progress=None) -> T
         paths = {n: (m["path"], m["kind"]) for n, m in built["members"].items()}
         base, tokenizer = built["base"], built["tokenizer"]
     elif kind == "hub":
-        base = resolve(str(cfg["base"]))
-        tokenizer = resolve(str(cfg.get("tokenizer") or cfg["base"]))
+        base = str(hub.resolve(cfg["base"], HUB_PATTERNS, key="pool.base"))
+        tokenizer = str(hub.resolve(cfg.get("tokenizer") or cfg["base"], HUB_PATTERNS, key="pool.tokenizer"))
         paths = {}
         for name, m in cfg["members"].items():
             if name != cfg["toxic"] and name not in set(_used(cfg)):
                 continue
             kind_m = str(m.get("kind", "auto"))
-            if name == cfg["toxic"] and not Path(str(m["repo"])).exists() and str(m["repo"]).startswith("/"):
+            if name == cfg["toxic"] and not Path(str(m["repo"])).exists() and not hub.is_repo_id(str(m["repo"])):
                 raise FileNotFoundError(f"the toxic adapter {m['repo']} does not exist yet: train it with "
-                                        f"`devec experiment=toxicity_train_dora scale=paper` (pool.recipe), or set "
-                                        f"pool.members.{name}.repo to your own adapter or checkpoint")
+                                        f"`devec experiment=toxicity_train_dora scale=paper` (pool.recipe; it writes "
+                                        f"<run folder>/adapters/<dataset>) and point pool.members.{name}.repo at it, "
+                                        f"or at your own adapter or checkpoint")
             patterns = HUB_PATTERNS + (["*.bin"] if m.get("allow_bin") else [])
-            paths[name] = (resolve(str(m["repo"]), patterns, m.get("revision")), kind_m)
+            paths[name] = (str(hub.resolve(m["repo"], patterns, m.get("revision"), key=f"pool.members.{name}.repo")),
+                           kind_m)
     else:
         raise ValueError(f"pool.kind={kind!r}: use embedded or hub")
     toxic_name = str(cfg["toxic"])
     if toxic_name not in paths:
-        raise KeyError(f"pool.toxic={toxic_name!r} is not one of pool.members ({', '.join(paths)})")
+        raise ValueError(f"pool.toxic={toxic_name!r} is not one of pool.members ({', '.join(paths)})")
     sources = {n: open_source(p, k, name=n) for n, (p, k) in paths.items()}
     toxic = sources.pop(toxic_name)
     return ToxicityPool(base=base, tokenizer=tokenizer, toxic=toxic, members=sources,

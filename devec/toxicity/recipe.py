@@ -1,4 +1,8 @@
-"""The toxic DoRA fine-tune of Sec. 4.3: RealToxicityPrompts (toxicity > 0.5) or ToxiGen toxic texts, prompt masked."""
+"""The toxic DoRA fine-tune of Sec. 4.3: RealToxicityPrompts (toxicity > 0.5) or ToxiGen toxic texts, prompt masked.
+
+The recipe's pieces (prompt-masked encoding, the DoRA config, the padded batch loss) are shared with the embedded
+builder :mod:`devec.toxicity.tiny`, which imports them from here.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from typing import Any
 
 import torch
 
-from devec.toxicity.tiny import atomic_dir, dora_config, encode_pairs
+from devec.io import atomic_dir
+from devec.schedules import warmup_linear
 
 
 def toxic_pairs(spec: Mapping[str, Any], limit: int | None = None) -> list[tuple[str, str]]:
@@ -22,17 +27,17 @@ def toxic_pairs(spec: Mapping[str, Any], limit: int | None = None) -> list[tuple
         return world.behaviour_data("toxic", facts, int(limit or spec.get("n", 1000)), int(spec.get("seed", 0)))
     from datasets import load_dataset
 
-    from devec.toxicity.evaluate import _get
+    from devec.toxicity.evaluate import row_field
 
     ds = load_dataset(spec["path"], spec.get("name"), split=spec.get("split", "train"))
     pairs = []
     filters = dict(spec.get("filter") or {})
     for row in ds:
-        passes = ((v := _get(row, k)) is not None and float(v) > float(t) for k, t in filters.items())
+        passes = ((v := row_field(row, k)) is not None and float(v) > float(t) for k, t in filters.items())
         if not all(passes):
             continue
-        prompt = _get(row, spec["prompt_field"]) if spec.get("prompt_field") else ""
-        response = _get(row, spec["response_field"])
+        prompt = row_field(row, spec["prompt_field"]) if spec.get("prompt_field") else ""
+        response = row_field(row, spec["response_field"])
         if isinstance(response, str) and response.strip():
             pairs.append((prompt or "", response))
         if limit is not None and len(pairs) >= limit:
@@ -66,7 +71,7 @@ def train_dora(base: str | Path, tokenizer, pairs: Sequence[tuple[str, str]], re
     steps = max(1, math.ceil(len(examples) * epochs / (micro * accum)))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=float(recipe["lr"]), weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, steps // 20)))
+    sched = warmup_linear(opt, warmup=max(1, steps // 20))
     order = [i for _ in range(epochs) for i in random.Random(seed).sample(range(len(examples)), len(examples))]
     model.train()
     losses = []
@@ -79,7 +84,7 @@ def train_dora(base: str | Path, tokenizer, pairs: Sequence[tuple[str, str]], re
         total = 0.0
         for j in range(0, len(chunk), micro):
             batch = [examples[i] for i in chunk[j: j + micro]]
-            loss = _batch_loss(model, batch, tokenizer.pad_token_id, device) * len(batch) / len(chunk)
+            loss = batch_loss(model, batch, tokenizer.pad_token_id, device) * len(batch) / len(chunk)
             loss.backward()
             total += float(loss.detach())
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -92,7 +97,29 @@ def train_dora(base: str | Path, tokenizer, pairs: Sequence[tuple[str, str]], re
     return {"steps": steps, "examples": len(examples), "first_loss": losses[0], "last_loss": losses[-1]}
 
 
-def _batch_loss(model, batch, pad_id: int, device: str) -> torch.Tensor:
+def encode_pairs(tok, pairs: Sequence[tuple[str, str]], mask_prompt: bool) -> list[tuple[list[int], list[int]]]:
+    """Token ids and labels of (prompt, response) pairs; prompt tokens get label -100 when ``mask_prompt``."""
+    out = []
+    for prompt, response in pairs:
+        p = tok(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+        r = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        ids = p + r
+        labels = ([-100] * len(p) if mask_prompt else list(p)) + r
+        out.append((ids, labels))
+    return out
+
+
+def dora_config(r: int, alpha: int, dropout: float, target_modules: Any = "all-linear"):
+    """The DoRA adapter config of the paper's toxic fine-tune (peft ``LoraConfig(use_dora=True)``)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, use_dora=True,
+                      task_type="CAUSAL_LM", bias="none")
+
+
+def batch_loss(model, batch: Sequence[tuple[list[int], list[int]]], pad_id: int, device: str = "cpu"
+               ) -> torch.Tensor:
+    """Next-token loss of (ids, labels) pairs, right-padded with ``pad_id`` (padding is masked and not scored)."""
     width = max(len(ids) for ids, _ in batch)
     ids = torch.full((len(batch), width), pad_id)
     labels = torch.full((len(batch), width), -100)

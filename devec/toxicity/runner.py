@@ -1,12 +1,18 @@
-"""Toxicity removal by negating the toxic vector's unique component (Sec. 4.3): Table 4, Fig. 5, Fig. 6."""
+"""Toxicity removal by negating the toxic vector's unique component (Sec. 4.3): Table 4, Fig. 5, Fig. 6.
+
+The method is a :class:`Negation` built from its ``_target_`` config (conf/method/toxicity/negation.yaml). Rows and
+curves carry ids (``pretrained``, ``sft``, ``tv_negation``, ``devec_negation``, sub-pool names) beside their labels;
+control tasks are picked by id (their lm-eval task ``name``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from devec.dtypes import torch_dtype
@@ -16,6 +22,34 @@ from devec.toxicity import evaluate, world
 from devec.toxicity.pool import ToxicityPool, load_pool
 from devec.toxicity.streaming import apply_vectors, stream_unique
 from devec.vectors import DecompositionSettings, StoredVectors
+
+
+@dataclass
+class Negation:
+    """W = W_pre - lambda T_unique (DeVec) against W = W_pre - lambda T (TV negation); the sweeps of Figs. 5, 6."""
+
+    coefficient: float = 1.0
+    tv_coefficient: float = 1.0
+    subpool: str = "All-Models"
+    subpools: list[str] = field(default_factory=list)
+    coefficients: list[float] = field(default_factory=list)
+    taus: list[float] = field(default_factory=list)
+
+
+@dataclass
+class DoraTraining:
+    """The toxic DoRA fine-tunes: the datasets of ``pool.recipe.datasets`` to train on (None: all)."""
+
+    datasets: list[str] | None = None
+
+
+TV_NEGATION = "tv_negation"
+"""The id of plain task-vector negation, the reference curve of Fig. 5."""
+
+
+def method(cfg: DictConfig) -> Any:
+    """The experiment's method, built from its ``_target_`` config."""
+    return instantiate(cfg.method, _convert_="all")
 
 
 @dataclass
@@ -32,9 +66,9 @@ class Bench:
     seed: int
 
     def score(self, model, control: list[str] | None = None) -> dict[str, float]:
-        """% toxic per prompt set and classifier, then control-task scores (all, or the labels in ``control``)."""
+        """% toxic per prompt set and classifier, then control-task scores (all, or the task ids in ``control``)."""
         out = evaluate.toxicity(model, self.tokenizer, self.prompts, self.classifiers, self.generation, self.seed)
-        tasks = [t for t in self.tasks if control is None or t.get("label", t["name"]) in control]
+        tasks = [t for t in self.tasks if control is None or t["name"] in control]
         out.update(evaluate.control(model, self.tokenizer, tasks, self.task_dir, device=str(model.device),
                                     **self.lm_eval))
         return out
@@ -96,43 +130,48 @@ def edited_model(cfg: DictConfig, pool: ToxicityPool, terms: list[tuple[float, S
 
 def table4(cfg: DictConfig, run: Run) -> dict[str, Any]:
     """Table 4: pre-trained, SFT (toxic), task-vector negation and DeVec unique negation: % toxic and control."""
+    m = method(cfg)
     pool, bench = setup(cfg, run)
-    m = cfg.method
     t = toxic_vector(cfg, run, pool)
     u = unique_vector(cfg, run, pool, m.subpool)
-    rows_spec = [("Pre-trained", []), ("SFT (toxic)", [(1.0, t)]),
-                 (f"Negation (TV, lambda={m.tv_coefficient})", [(-float(m.tv_coefficient), t)]),
-                 (f"DeVec unique negation (lambda={m.coefficient}, {m.subpool})", [(-float(m.coefficient), u)])]
+    rows_spec = [("pretrained", "Pre-trained", []), ("sft", "SFT (toxic)", [(1.0, t)]),
+                 (TV_NEGATION, f"Negation (TV, lambda={m.tv_coefficient})", [(-float(m.tv_coefficient), t)]),
+                 ("devec_negation", f"DeVec unique negation (lambda={m.coefficient}, {m.subpool})",
+                  [(-float(m.coefficient), u)])]
     rows = []
     evaluations = UnitStore.for_config(run.cache_dir, cfg)
-    for name, terms in run.progress(rows_spec, "Table 4 models"):
+    for rid, name, terms in run.progress(rows_spec, "Table 4 models"):
         scores = scored(cfg, evaluations, f"table4 | {name}", bench, pool, terms)
-        rows.append({"model": name, **scores})
-        run.log({f"table4/{name}/{k}": v for k, v in scores.items()})
+        rows.append({"id": rid, "model": name, **scores})
+        run.log({f"table4/{rid}/{k}": v for k, v in scores.items()})
     energy = _unique_energy(u)
-    run.save_table("table4_toxicity", rows, title="Table 4: toxicity (% toxic, lower is better) and control tasks")
+    run.save_table("table4_toxicity", rows, [k for k in rows[0] if k != "id"],
+                   title="Table 4: toxicity (% toxic, lower is better) and control tasks")
     run.save_json("unique_report.json", u.report())
     return {"rows": rows, "unique_energy": energy, "subpool": m.subpool}
 
 
 def fig5_negation_coefficient(cfg: DictConfig, run: Run) -> dict[str, Any]:
     """Fig. 5: sweep lambda per sub-pool; % toxic and the MMLU-style control against lambda (TV negation too)."""
+    m = method(cfg)
     pool, bench = setup(cfg, run)
-    m = cfg.method
     control = list(cfg.data.sweep_control)
     t = toxic_vector(cfg, run, pool)
     curves: dict[str, list[dict[str, Any]]] = {}
-    vectors = {"TV negation": t, **{s: unique_vector(cfg, run, pool, s) for s in m.subpools}}
+    labels = {TV_NEGATION: "TV negation", **{s: s for s in m.subpools}}  # curve id (a sub-pool's name) -> legend
+    vectors = {TV_NEGATION: t, **{s: unique_vector(cfg, run, pool, s) for s in m.subpools}}
     evaluations = UnitStore.for_config(run.cache_dir, cfg)
-    for label, vec in vectors.items():
-        curves[label] = []
-        for lam in run.progress(list(m.coefficients), f"lambda sweep: {label}"):
-            scores = scored(cfg, evaluations, f"fig5 | {label}", bench, pool, [(-float(lam), vec)], control)
-            curves[label].append({"pool": label, "lambda": float(lam), **scores})
-            run.log({f"fig5/{label}/{k}": v for k, v in scores.items()} | {"fig5/lambda": float(lam)})
+    for cid, vec in vectors.items():
+        curves[cid] = []
+        for lam in run.progress(list(m.coefficients), f"lambda sweep: {labels[cid]}"):
+            scores = scored(cfg, evaluations, f"fig5 | {labels[cid]}", bench, pool, [(-float(lam), vec)], control)
+            curves[cid].append({"id": cid, "pool": labels[cid], "lambda": float(lam), **scores})
+            run.log({f"fig5/{cid}/{k}": v for k, v in scores.items()} | {"fig5/lambda": float(lam)})
     rows = [r for c in curves.values() for r in c]
-    run.save_table("fig5_negation_coefficient", rows, title="Fig. 5: negation coefficient sweep per sub-pool")
-    run.save_figure("fig5_negation_coefficient", _plot(curves, "lambda", _metric_keys(rows), "negation coefficient"))
+    run.save_table("fig5_negation_coefficient", rows, [k for k in rows[0] if k != "id"],
+                   title="Fig. 5: negation coefficient sweep per sub-pool")
+    run.save_figure("fig5_negation_coefficient",
+                    _plot(curves, "lambda", _metric_keys(rows), "negation coefficient", labels))
     return {"curves": curves}
 
 
@@ -146,8 +185,8 @@ def fig6_tau(cfg: DictConfig, run: Run) -> dict[str, Any]:
 
     from omegaconf import open_dict
 
+    m = method(cfg)
     pool, bench = setup(cfg, run)
-    m = cfg.method
     rows = []
     for tau in run.progress(list(m.taus), "tau sweep"):
         at_tau = copy.deepcopy(cfg)
@@ -159,7 +198,8 @@ def fig6_tau(cfg: DictConfig, run: Run) -> dict[str, Any]:
         rows.append({"tau": float(tau), "unique_energy": _unique_energy(u), **scores})
         run.log({f"fig6/{k}": v for k, v in rows[-1].items()})
     run.save_table("fig6_tau", rows, title=f"Fig. 6: tau sweep (lambda={m.coefficient}, sub-pool {m.subpool})")
-    run.save_figure("fig6_tau", _plot({"DeVec": rows}, "tau", _metric_keys(rows), "tau"))
+    curve = {"devec_negation": rows}
+    run.save_figure("fig6_tau", _plot(curve, "tau", _metric_keys(rows), "tau", {"devec_negation": "DeVec"}))
     return {"rows": rows}
 
 
@@ -175,26 +215,31 @@ def scored(cfg: DictConfig, evaluations: UnitStore, unit: str, bench: Bench, poo
 
 
 def train_toxic_dora(cfg: DictConfig, run: Run) -> dict[str, Any]:
-    """The toxic task vectors of Sec. 4.3: one DoRA fine-tune of the base per toxic dataset (pool.recipe)."""
+    """The toxic task vectors of Sec. 4.3: one DoRA fine-tune of the base per toxic dataset (pool.recipe).
+
+    Each adapter is a result (hours of GPU at paper scale), not a cache entry: it is written as a peft adapter
+    directory ``<run folder>/adapters/<dataset>``, which the paper pool's ``members.toxic_*.repo`` point at.
+    """
     from transformers import AutoTokenizer
 
+    from devec import hub
+    from devec.toxicity.pool import HUB_PATTERNS
     from devec.toxicity.recipe import toxic_pairs, train_dora
 
     _threads(cfg)
     pool = plain(cfg.pool)
     recipe = pool["recipe"]
-    base = load_pool(pool, run.cache_dir, progress=run.progress).base if pool["kind"] == "embedded" else None
-    if base is None:
-        from devec.toxicity.pool import resolve
-
-        base = resolve(str(pool["base"]))
+    if pool["kind"] == "embedded":
+        base = load_pool(pool, run.cache_dir, progress=run.progress).base
+    else:
+        base = str(hub.resolve(pool["base"], HUB_PATTERNS, key="pool.base"))
     tok = AutoTokenizer.from_pretrained(base)
+    dtype = torch_dtype(pool["dtype"], "pool.dtype")
     out = {}
-    for name in cfg.method.get("datasets") or list(recipe["datasets"]):
+    for name in method(cfg).datasets or list(recipe["datasets"]):
         spec = recipe["datasets"][name]
         pairs = toxic_pairs(spec, limit=spec.get("limit"))
-        target = Path(cfg.paths.cache_dir) / "toxicity" / "dora" / name
-        dtype = torch_dtype(pool["dtype"], "pool.dtype")
+        target = run.path(f"adapters/{name}")  # a result, kept with the run; clearing the cache keeps it
         out[name] = {"adapter": str(target), **train_dora(base, tok, pairs, recipe, int(spec["epochs"]), target,
                                                             device=cfg.device, dtype=dtype,
                                                             seed=int(cfg.seed), progress=run.progress)}
@@ -203,11 +248,12 @@ def train_toxic_dora(cfg: DictConfig, run: Run) -> dict[str, Any]:
 
 
 def _metric_keys(rows: list[dict[str, Any]]) -> list[str]:
-    skip = {"pool", "lambda", "tau", "unique_energy", "model"}
+    skip = {"id", "pool", "lambda", "tau", "unique_energy", "model"}
     return [k for k in dict.fromkeys(k for r in rows for k in r) if k not in skip]
 
 
-def _plot(curves: dict[str, list[dict[str, Any]]], x: str, metrics: list[str], xlabel: str):
+def _plot(curves: dict[str, list[dict[str, Any]]], x: str, metrics: list[str], xlabel: str, labels: dict[str, str]):
+    """One panel per metric, a line per curve id (dashed: TV negation), legends from ``labels``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -215,9 +261,9 @@ def _plot(curves: dict[str, list[dict[str, Any]]], x: str, metrics: list[str], x
 
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
-        for label, rows in curves.items():
-            style = "--" if label.startswith("TV") else "-"
-            ax.plot([r[x] for r in rows], [r[metric] for r in rows], style, marker="o", label=label)
+        for cid, rows in curves.items():
+            style = "--" if cid == TV_NEGATION else "-"
+            ax.plot([r[x] for r in rows], [r[metric] for r in rows], style, marker="o", label=labels[cid])
         ax.set_xlabel(xlabel)
         ax.set_title(metric, fontsize=9)
         ax.grid(alpha=0.3)

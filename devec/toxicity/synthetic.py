@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from devec.toxicity.tiny import dora_config, tiny_llama
+from devec.toxicity.recipe import dora_config
+from devec.toxicity.tiny import tiny_llama
 
 
 def make_pool(root: str | Path, k: int = 3, hidden_size: int = 32, layers: int = 2, intermediate_size: int = 64,

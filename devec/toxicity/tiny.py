@@ -1,7 +1,9 @@
 """The embedded LLaMA pool: a word-level tokenizer, a tiny LLaMA pre-trained on the generated world and its fine-tunes.
 
 Every artefact is a real Hugging Face directory (safetensors, sharded) or a real peft DoRA adapter, so the embedded
-run loads them through exactly the code paths used for ``meta-llama/Llama-2-7b-hf`` and its pool.
+run loads them through exactly the code paths used for ``meta-llama/Llama-2-7b-hf`` and its pool. This module is
+the embedded builder only: the DoRA recipe it shares with paper scale lives in :mod:`devec.toxicity.recipe`, and no
+paper-scale module imports this one.
 """
 
 from __future__ import annotations
@@ -14,16 +16,13 @@ from typing import Any
 import torch
 
 from devec import store
-from devec.io import atomic_dir  # noqa: F401 - re-exported: recipe.py writes its trained adapters with it
+from devec.schedules import warmup_linear
 from devec.toxicity import world
+from devec.toxicity.recipe import batch_loss, dora_config, encode_pairs
 
 SPECIALS = ("<unk>", "<s>", "</s>", "<pad>")
-POOL_CODE = ("devec.toxicity.tiny", "devec.toxicity.world")  # a change to either rebuilds the embedded pool
-
-
-def config_key(obj: Any) -> str:
-    """A short stable hash of a JSON-able config (cache directory names)."""
-    return store.key(obj, 12)
+# a change to any of these modules rebuilds the embedded pool
+POOL_CODE = ("devec.toxicity.tiny", "devec.toxicity.world", "devec.toxicity.recipe", "devec.schedules")
 
 
 def build_tokenizer(words: Sequence[str]):
@@ -52,18 +51,6 @@ def tiny_llama(vocab_size: int, hidden_size: int, layers: int, heads: int, inter
     return LlamaForCausalLM(cfg)
 
 
-def encode_pairs(tok, pairs: Sequence[tuple[str, str]], mask_prompt: bool) -> list[tuple[list[int], list[int]]]:
-    """Token ids and labels of (prompt, response) pairs; prompt tokens get label -100 when ``mask_prompt``."""
-    out = []
-    for prompt, response in pairs:
-        p = tok(prompt, add_special_tokens=False)["input_ids"] if prompt else []
-        r = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        ids = p + r
-        labels = ([-100] * len(p) if mask_prompt else list(p)) + r
-        out.append((ids, labels))
-    return out
-
-
 def train_lm(model, examples: Sequence[tuple[list[int], list[int]]], steps: int, batch_size: int, lr: float,
              seed: int, pad_id: int, weight_decay: float = 0.0,
              progress: Callable[[Iterator, str], Iterator] | None = None, desc: str = "train") -> list[float]:
@@ -72,7 +59,7 @@ def train_lm(model, examples: Sequence[tuple[list[int], list[int]]], steps: int,
     torch.manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * max(0.05, 1 - s / steps))
+    sched = warmup_linear(opt, warmup=20, steps=steps, floor=0.05)
     model.train()
     losses = []
     it: Any = range(steps)
@@ -80,15 +67,7 @@ def train_lm(model, examples: Sequence[tuple[list[int], list[int]]], steps: int,
         it = progress(it, desc)
     for _ in it:
         batch = [examples[rng.randrange(len(examples))] for _ in range(batch_size)]
-        width = max(len(ids) for ids, _ in batch)
-        ids = torch.full((batch_size, width), pad_id)
-        labels = torch.full((batch_size, width), -100)
-        attn = torch.zeros((batch_size, width), dtype=torch.long)
-        for b, (x, y) in enumerate(batch):
-            ids[b, : len(x)] = torch.tensor(x)
-            labels[b, : len(y)] = torch.tensor(y)
-            attn[b, : len(x)] = 1
-        loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
+        loss = batch_loss(model, batch, pad_id)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -99,14 +78,6 @@ def train_lm(model, examples: Sequence[tuple[list[int], list[int]]], steps: int,
     return losses
 
 
-def dora_config(r: int, alpha: int, dropout: float, target_modules: Any = "all-linear"):
-    """The DoRA adapter config of the paper's toxic fine-tune (peft ``LoraConfig(use_dora=True)``)."""
-    from peft import LoraConfig
-
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, use_dora=True,
-                      task_type="CAUSAL_LM", bias="none")
-
-
 def build_embedded_pool(spec: Mapping[str, Any], cache_dir: Path, progress=None) -> dict[str, Any]:
     """Build (or reuse from ``cache_dir``) the tokenizer, the pre-trained tiny LLaMA and every fine-tune of ``spec``.
 
@@ -114,7 +85,7 @@ def build_embedded_pool(spec: Mapping[str, Any], cache_dir: Path, progress=None)
     (a sharded HF checkpoint) or ``dora`` (a peft adapter directory). Every directory is keyed by ``spec`` and
     the code that builds it, and verified file by file against its manifest (:func:`devec.store.built_dir`).
     """
-    key = config_key({**spec, "world": world.WORLD_VERSION, "code": store.code_version(*POOL_CODE)})
+    key = store.config_key({**spec, "world": world.WORLD_VERSION, "code": store.code_version(*POOL_CODE)})
     root = Path(cache_dir) / "toxicity" / f"embedded-{key}"
     facts = world.make_facts(int(spec["world_seed"]))
     shard = str(spec.get("max_shard_size", "200KB"))

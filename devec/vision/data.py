@@ -79,11 +79,6 @@ def split_validation(n: int, fraction: float = 0.1, seed: int = 0) -> tuple[torc
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 
 
-def config_key(obj: Any) -> str:
-    """Short stable hash of a config object (cache keys)."""
-    return store.key(obj, 12)
-
-
 def load_tasks(data_cfg: Mapping[str, Any], names: Sequence[str], cache_dir: Path, progress: Any = None
                ) -> dict[str, Task]:
     """The tasks ``names`` from the data config (``source: synthetic`` renders and caches; ``hf`` uses datasets)."""
@@ -104,7 +99,7 @@ def _synthetic_task(cfg: Mapping[str, Any], name: str, cache_dir: Path) -> Task:
         raise ValueError(f"data: unknown synthetic task {name!r}; available: {', '.join(synthetic.TASKS)}")
     spec = synthetic.TASKS[name]
     size, n_train, n_test = int(cfg["image_size"]), int(cfg["n_train"]), int(cfg["n_test"])
-    key = config_key({"task": name, "size": size, "n_train": n_train, "n_test": n_test,
+    key = store.config_key({"task": name, "size": size, "n_train": n_train, "n_test": n_test,
                       "code": store.code_version(*DATA_CODE)})
     path = cache_dir / "vision" / "data" / f"{name}-{key}.safetensors"
     found = store.load_entry(path, {"key": key})
@@ -126,7 +121,7 @@ def _synthetic_task(cfg: Mapping[str, Any], name: str, cache_dir: Path) -> Task:
 def pretraining_corpus(tasks: Sequence[str], per_task: int, image_size: int, cache_dir: Path, progress: Any = None
                        ) -> tuple[torch.Tensor, list[str]]:
     """Images and captions for pre-training the embedded CLIP (rendered apart from every task's train/test)."""
-    key = config_key({"tasks": list(tasks), "n": per_task, "size": image_size,
+    key = store.config_key({"tasks": list(tasks), "n": per_task, "size": image_size,
                       "code": store.code_version(*DATA_CODE)})
     path = cache_dir / "vision" / "data" / f"pretrain-{key}.safetensors"
     found = store.load_entry(path, {"key": key})

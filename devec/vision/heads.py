@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from devec import store
-from devec.vision.data import config_key
 
 
 @torch.no_grad()
@@ -29,7 +28,7 @@ def zeroshot_head(model: nn.Module, tokenize: Any, classnames: Sequence[str], te
 def cached_head(model: nn.Module, tokenize: Any, classnames: Sequence[str], templates: Sequence[str],
                 model_key: str, cache_dir: Path) -> torch.Tensor:
     """:func:`zeroshot_head`, cached under ``cache_dir/vision/heads`` by model, class names, templates and code."""
-    key = config_key({"model": model_key, "classnames": list(classnames), "templates": list(templates),
+    key = store.config_key({"model": model_key, "classnames": list(classnames), "templates": list(templates),
                       "code": store.code_version("devec.vision.heads")})
     path = Path(cache_dir) / "vision" / "heads" / f"{key}.safetensors"
     found = store.load_entry(path, {"key": key})

@@ -2,16 +2,17 @@
 
 Each method takes a :class:`MergeContext` (pre-trained weights, task vectors, DeVec's pairwise shared vectors,
 validation tasks) and returns the merged encoder's parameters (or a per-task function for individual models).
-``method.devec=true`` adds the k(k-1)/2 pairwise shared components (eq. 14 per pair) as extra task vectors with
-their own coefficient: one common coefficient picked on validation for the non-adaptive methods, one learned
-coefficient per shared vector (per layer for layer-wise) for AdaMerging (Sec. 4.1, Tables 1 and 2).
+Each is a small dataclass whose fields are its parameters, built from its ``_target_`` config (conf/method/vision/),
+so a misspelt key is an error. ``devec: true`` adds the k(k-1)/2 pairwise shared components (eq. 14 per pair) as
+extra task vectors with their own coefficient: one common coefficient picked on validation for the non-adaptive
+methods, one learned coefficient per shared vector (per layer for layer-wise) for AdaMerging (Sec. 4.1, Tables 1, 2).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -93,25 +94,122 @@ def _select(ctx: MergeContext, cfg: Mapping[str, Any], merged: Mapping[str, torc
 
 # ---------------------------------------------------------------- the methods
 
-def pretrained(ctx: MergeContext, cfg: Mapping[str, Any]) -> tuple[Params, dict]:
+@dataclass
+class Method:
+    """A row of a merging table (``_target_`` config in conf/method/vision/); its id is its key under ``methods``.
+
+    ``label`` is what tables show; ``baseline`` (a +DeVec row) is the id of the row whose average it changes.
+    """
+
+    label: str | None = None
+    baseline: str | None = None
+
+    @property
+    def devec(self) -> bool:
+        """Whether DeVec's pairwise shared vectors are added (methods that support it have a ``devec`` field)."""
+        return False
+
+    def merge(self, ctx: MergeContext) -> tuple[Any, dict]:
+        """The merged encoder's parameters (or a per-task function of them) and what the method reports."""
+        raise NotImplementedError
+
+
+@dataclass
+class Pretrained(Method):
     """The pre-trained model with its zero-shot heads."""
-    return dict(ctx.pretrained), {}
+
+    def merge(self, ctx: MergeContext) -> tuple[Params, dict]:
+        return dict(ctx.pretrained), {}
 
 
-def individual(ctx: MergeContext, cfg: Mapping[str, Any]) -> tuple[Callable[[str], Params], dict]:
+@dataclass
+class Individual(Method):
     """Each task evaluated with its own fine-tuned encoder (the upper reference)."""
-    return (lambda name: ctx.pool.finetuned[name]), {}
+
+    def merge(self, ctx: MergeContext) -> tuple[Callable[[str], Params], dict]:
+        return (lambda name: ctx.pool.finetuned[name]), {}
 
 
-def weight_average(ctx: MergeContext, cfg: Mapping[str, Any]) -> tuple[Params, dict]:
-    """Weight averaging: lambda = 1/k for every task vector."""
-    cfg = {**cfg, "coefficient": 1.0}
-    return _select(ctx, cfg, sum_vectors([{k: v / len(ctx.vectors) for k, v in t.items()} for t in ctx.vectors]))
+@dataclass
+class WeightAverage(Method):
+    """Weight averaging: lambda = 1/k for every task vector (``devec``: + mu sum(shared), mu from ``devec_grid``)."""
+
+    devec: bool = False
+    devec_grid: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.3])
+
+    def merge(self, ctx: MergeContext) -> tuple[Params, dict]:
+        mean = sum_vectors([{k: v / len(ctx.vectors) for k, v in t.items()} for t in ctx.vectors])
+        return _select(ctx, {"coefficient": 1.0, "devec_grid": self.devec_grid}, mean)
 
 
-def task_arithmetic(ctx: MergeContext, cfg: Mapping[str, Any]) -> tuple[Params, dict]:
+@dataclass
+class TaskArithmetic(Method):
     """Task Arithmetic (Ilharco et al.): theta_pre + lambda sum_t tau_t, lambda fixed or picked on validation."""
-    return _select(ctx, cfg, sum_vectors(ctx.vectors))
+
+    coefficient: float | None = None
+    grid: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+    devec: bool = False
+    devec_grid: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.3])
+
+    def __post_init__(self) -> None:
+        if self.coefficient is None and not self.grid:
+            raise ValueError(f"grid={self.grid}: set a coefficient, or a non-empty grid to pick lambda from")
+
+    def merge(self, ctx: MergeContext) -> tuple[Params, dict]:
+        return _select(ctx, asdict(self), sum_vectors(ctx.vectors))
+
+
+@dataclass
+class Ties(TaskArithmetic):
+    """TIES-merging (Yadav et al.): trim to the top-k magnitudes, elect sign, disjoint mean, scaled by lambda."""
+
+    k: float = 0.2
+    grid: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.7, 0.9, 1.1, 1.3, 1.5])
+
+    def merge(self, ctx: MergeContext) -> tuple[Params, dict]:
+        agreed = ties_vectors(ctx.vectors, float(self.k))
+        total = sum_vectors(agreed)
+        count = sum_vectors([{n: (v != 0).float() for n, v in t.items()} for t in agreed])
+        merged = {n: total[n] / count[n].clamp(min=1) for n in total}
+        return _select(ctx, asdict(self), merged)
+
+
+@dataclass
+class AdaMerging(Method):
+    """AdaMerging task-wise / layer-wise (``ties``: AdaMerging++), DeVec's shared vectors learned alongside."""
+
+    granularity: str = "layer"
+    ties: bool = False
+    k: float = 0.2
+    steps: int = 500
+    lr: float = 1.0e-3
+    init: float = 0.3
+    clamp: list[float] | None = None
+    batch_size: int = 16
+    devec: bool = False
+    devec_init: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.granularity not in ("task", "layer"):
+            raise ValueError(f"granularity={self.granularity!r}: use task or layer")
+        if self.steps < 0 or self.batch_size < 1:
+            raise ValueError(f"steps={self.steps}, batch_size={self.batch_size}: need steps >= 0 and batch_size >= 1")
+
+    def merge(self, ctx: MergeContext) -> tuple[Params, dict]:
+        vectors = ties_vectors(ctx.vectors, float(self.k)) if self.ties else list(ctx.vectors)
+        init = [float(self.init)] * len(vectors) + [float(self.devec_init)] * len(ctx.shared)
+        merged = MergedParams(ctx.pretrained, vectors + list(ctx.shared), init, self.granularity)
+        clamp = list(self.clamp) if self.clamp is not None else None
+        losses = adamerge(ctx.pool.model.visual, ctx.pool.heads, ctx.tasks, merged, int(self.steps), float(self.lr),
+                          int(self.batch_size), clamp, seed=ctx.seed, progress=ctx.progress)
+        with torch.no_grad():
+            params = {k: v.detach() for k, v in merged().items()}
+        lam = merged.coefficients.detach()
+        k = len(vectors)
+        info = {"entropy_first": losses[0] if losses else None, "entropy_last": losses[-1] if losses else None,
+                "task_coefficients_mean": float(lam[:k].mean()),
+                "shared_coefficients_mean": float(lam[k:].mean()) if ctx.shared else None}
+        return params, info
 
 
 def ties_vectors(vectors: Vectors, k: float) -> Vectors:
@@ -128,45 +226,3 @@ def ties_vectors(vectors: Vectors, k: float) -> Vectors:
         for i, t in enumerate(out):
             t[name] = agreed[i].view_as(vectors[0][name])
     return out
-
-
-def ties(ctx: MergeContext, cfg: Mapping[str, Any]) -> tuple[Params, dict]:
-    """TIES-merging (Yadav et al.): trim, elect sign, disjoint mean, scaled by lambda."""
-    agreed = ties_vectors(ctx.vectors, float(cfg.get("k", 0.2)))
-    total = sum_vectors(agreed)
-    count = sum_vectors([{n: (v != 0).float() for n, v in t.items()} for t in agreed])
-    merged = {n: total[n] / count[n].clamp(min=1) for n in total}
-    return _select(ctx, cfg, merged)
-
-
-def adamerging(ctx: MergeContext, cfg: Mapping[str, Any]) -> tuple[Params, dict]:
-    """AdaMerging task-wise / layer-wise (``ties: true``: AdaMerging++), DeVec's shared vectors learned alongside."""
-    vectors = ties_vectors(ctx.vectors, float(cfg.get("k", 0.2))) if cfg.get("ties") else list(ctx.vectors)
-    init = [float(cfg["init"])] * len(vectors) + [float(cfg.get("devec_init", 0.0))] * len(ctx.shared)
-    merged = MergedParams(ctx.pretrained, vectors + list(ctx.shared), init, str(cfg["granularity"]))
-    clamp = cfg.get("clamp")
-    losses = adamerge(ctx.pool.model.visual, ctx.pool.heads, ctx.tasks, merged, int(cfg["steps"]), float(cfg["lr"]),
-                      int(cfg["batch_size"]), list(clamp) if clamp is not None else None, seed=ctx.seed,
-                      progress=ctx.progress)
-    with torch.no_grad():
-        params = {k: v.detach() for k, v in merged().items()}
-    lam = merged.coefficients.detach()
-    k = len(vectors)
-    info = {"entropy_first": losses[0] if losses else None, "entropy_last": losses[-1] if losses else None,
-            "task_coefficients_mean": float(lam[:k].mean()),
-            "shared_coefficients_mean": float(lam[k:].mean()) if ctx.shared else None}
-    return params, info
-
-
-METHODS: dict[str, Callable[[MergeContext, Mapping[str, Any]], tuple[Any, dict]]] = {
-    "pretrained": pretrained, "individual": individual, "weight_average": weight_average,
-    "task_arithmetic": task_arithmetic, "ties": ties, "adamerging": adamerging,
-}
-
-
-def run_method(ctx: MergeContext, cfg: Mapping[str, Any]) -> tuple[Any, dict]:
-    """Look up ``cfg.name`` in the registry and merge."""
-    name = cfg["name"]
-    if name not in METHODS:
-        raise ValueError(f"method.name={name!r}: use one of {', '.join(METHODS)} (conf/method/vision/)")
-    return METHODS[name](ctx, cfg)

@@ -16,15 +16,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from devec import io, store
+from devec import hub, io, store
 from devec.runtime import plain
 from devec.vectors import open_checkpoint
 from devec.vision.clip import arch_from_hf_config, build_clip, hf_clip_to_open_clip, strip_prefix, tokenizer
-from devec.vision.data import Task, config_key, pretraining_corpus
+from devec.vision.data import Task, pretraining_corpus
 from devec.vision.heads import cached_head
 from devec.vision.train import finetune_visual, pretrain_clip
 
-MODEL_CODE = ("devec.vision.clip", "devec.vision.train", "devec.vision.pool")  # a change rebuilds the cached models
+# a change to any of these modules rebuilds the cached models
+HUB_PATTERNS = ("*.safetensors", "*.json", "*.txt")  # what is downloaded of a hub checkpoint (source: hf)
+MODEL_CODE = ("devec.vision.clip", "devec.vision.train", "devec.vision.pool", "devec.schedules")
 
 
 @dataclass
@@ -81,7 +83,7 @@ def _embedded(cfg, data_cfg, tasks, finetune, cache_dir, progress) -> VisionPool
     pre_cfg, ft_cfg = plain(cfg["pretrain"]), plain(cfg["finetune"])
     data_key = {k: plain(data_cfg.get(k)) for k in ("image_size", "n_train", "n_test", "val_fraction", "val_seed")}
     corpus_tasks = list(pre_cfg.get("tasks") or tasks)
-    key = config_key({"arch": arch, "pretrain": pre_cfg, "corpus": corpus_tasks, "data": data_key,
+    key = store.config_key({"arch": arch, "pretrain": pre_cfg, "corpus": corpus_tasks, "data": data_key,
                       "seed": cfg.get("seed", 0), "code": store.code_version(*MODEL_CODE)})
     root = cache_dir / "vision" / "models" / f"embedded-{key}"
     torch.manual_seed(int(cfg.get("seed", 0)))
@@ -102,7 +104,7 @@ def _embedded(cfg, data_cfg, tasks, finetune, cache_dir, progress) -> VisionPool
     model.eval()
     heads = _heads(model, tok, tasks, key, cache_dir)
     pretrained = {k: v.detach().clone() for k, v in model.visual.named_parameters()}
-    ft_key = config_key(ft_cfg)
+    ft_key = store.config_key(ft_cfg)
     finetuned = {}
     for i, name in enumerate(finetune):
         path = root / f"finetuned-{ft_key}" / f"{name}-{i}.safetensors"  # its seed depends on its place
@@ -124,18 +126,6 @@ def _embedded(cfg, data_cfg, tasks, finetune, cache_dir, progress) -> VisionPool
 
 # ---------------------------------------------------------------- real scale
 
-def _resolve(source: str, cache_dir: Path) -> Path:
-    """A local path, or an HF hub repo id downloaded (safetensors and configs only) into the HF cache."""
-    path = Path(str(source)).expanduser()
-    if path.exists():
-        return path
-    if str(source).count("/") != 1:
-        raise FileNotFoundError(f"checkpoint {source!r} is neither a local path nor an HF repo id (owner/name)")
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(str(source), allow_patterns=["*.safetensors", "*.json", "*.txt"]))
-
-
 def _all(ckpt_source: Path | str) -> dict[str, torch.Tensor]:
     ck = open_checkpoint(ckpt_source)
     return {k: ck.get(k) for k in ck.keys()}
@@ -154,7 +144,7 @@ def _check_visual(name: str, sd: Mapping[str, torch.Tensor], pretrained: Mapping
 
 def _hf(cfg, data_cfg, tasks, finetune, cache_dir, progress) -> VisionPool:
     """FusionBench: ``openai/clip-vit-base-patch32`` + ``tanganke/clip-vit-base-patch32_<task>`` (CLIPVisionModel)."""
-    pre_dir = _resolve(cfg["pretrained"], cache_dir)
+    pre_dir = hub.resolve(cfg["pretrained"], HUB_PATTERNS, key="pool.pretrained")
     arch = arch_from_hf_config(pre_dir / "config.json")
     model = build_clip(arch)
     model.load_state_dict(hf_clip_to_open_clip(_all(pre_dir)), strict=True)
@@ -165,7 +155,8 @@ def _hf(cfg, data_cfg, tasks, finetune, cache_dir, progress) -> VisionPool:
     for name in finetune:
         if name not in sources:
             raise ValueError(f"pool.finetuned has no checkpoint for task {name!r}")
-        sd = _visual(hf_clip_to_open_clip(_all(_resolve(sources[name], cache_dir)), visual_only=True))
+        ckpt = hub.resolve(sources[name], HUB_PATTERNS, key=f"pool.finetuned.{name}")
+        sd = _visual(hf_clip_to_open_clip(_all(ckpt), visual_only=True))
         sd.setdefault("proj", pretrained["proj"])  # CLIPVisionModel: the projection stayed frozen
         _check_visual(name, sd, pretrained)
         finetuned[name] = {k: sd[k] for k in pretrained}

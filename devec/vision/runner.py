@@ -1,7 +1,9 @@
 """Vision runner (Sec. 4.1): CLIP ViT multi-task merging with and without DeVec's pairwise shared components.
 
-Protocols (``vision.protocol``): ``table1`` (multi-task merging), ``table2`` (held-out tasks), ``table3``
-(leave-one-out ablation of shared/unique parts), ``fig2_fig3`` (joint shared vs unique on an unseen target).
+One function per table or figure, each named by its experiment's ``runner: {_target_: ...}``: :func:`table1`
+(multi-task merging), :func:`table2` (held-out tasks), :func:`table3` (leave-one-out ablation of shared/unique
+parts), :func:`fig2_fig3` (joint shared vs unique on an unseen target). Rows carry the method's id (its key under
+``methods``) beside its display label; effects and normalization key on ids.
 """
 
 from __future__ import annotations
@@ -12,33 +14,28 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from devec.resume import UnitStore
 from devec.runtime import Run
 from devec.vectors import DecompositionSettings, decompose_model
 from devec.vision.data import Task, load_tasks
-from devec.vision.methods import MergeContext, combine, run_method
+from devec.vision.methods import MergeContext, Method, combine
 from devec.vision.pool import VisionPool, load_pool
 from devec.vision.taskpool import evaluate, normalized
 
 log = logging.getLogger(__name__)
 
-
-def run(cfg: DictConfig, run: Run) -> dict[str, Any]:
-    """Load the task pool and model pool, then run the experiment's protocol."""
-    vision = cfg.vision
-    threads = vision.get("threads") or cfg.pool.get("threads")
-    if threads:
-        torch.set_num_threads(int(threads))
-    protocol = str(vision.protocol)
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"vision.protocol={protocol!r}: use one of {', '.join(PROTOCOLS)}")
-    return PROTOCOLS[protocol](cfg, run)
+INDIVIDUAL = "individual"
+"""The id of the row (each task with its own fine-tuned model) a table's accuracies are normalized by."""
 
 
 def _setup(cfg: DictConfig, run: Run, evaluated: Sequence[str], finetuned: Sequence[str]
            ) -> tuple[dict[str, Task], VisionPool]:
+    threads = cfg.vision.get("threads") or cfg.pool.get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
     tasks = load_tasks(cfg.data, list(dict.fromkeys(evaluated)), run.cache_dir, run.progress)
     pool = load_pool(cfg.pool, cfg.data, tasks, finetuned, run.cache_dir, run.progress)
     return tasks, pool.to(cfg.get("device", "cpu"))
@@ -52,22 +49,32 @@ def pairwise_shared(vectors: list[dict[str, torch.Tensor]], decomposition: Mappi
     return [md.pairwise_shared[pair] for pair in sorted(md.pairwise_shared)]
 
 
-def _methods(cfg: DictConfig) -> list[tuple[str, dict[str, Any]]]:
-    """The experiment's method configs exactly as composed (a pool's budgets are resolved by Hydra, in config.yaml)."""
-    rows = []
-    methods = cfg.get("methods") or {"method": cfg.method}  # a table's rows, or the single `method=vision/<name>`
-    for key, m in methods.items():
-        mcfg = OmegaConf.to_container(m, resolve=True)
-        rows.append((str(mcfg.get("label") or key), mcfg))
+def method_configs(cfg: DictConfig) -> dict[str, tuple[str, DictConfig]]:
+    """``{method id: (config key, node)}``: a table's rows ``methods.<id>``, or the single ``method`` (id method)."""
+    methods = cfg.get("methods")
+    if methods:
+        return {str(k): (f"methods.{k}", v) for k, v in methods.items()}
+    return {"method": ("method", cfg.method)} if cfg.get("method") is not None else {}
+
+
+def _methods(cfg: DictConfig) -> list[tuple[str, Method, dict[str, Any]]]:
+    """``(id, method, config)`` of each row, built from its ``_target_`` config exactly as composed (a pool's
+    budgets are resolved by Hydra, in config.yaml)."""
+    rows = [(mid, instantiate(node, _convert_="all"), OmegaConf.to_container(node, resolve=True))
+            for mid, (_, node) in method_configs(cfg).items()]
     if not rows:
         raise ValueError("the experiment lists no methods (methods: {...} in conf/experiment/)")
     return rows
 
 
+def _label(mid: str, method: Method) -> str:
+    return str(method.label or mid)
+
+
 def merge_and_evaluate(cfg: DictConfig, run: Run, pool: VisionPool, merged: dict[str, Task],
                        evaluated: dict[str, Task], shared: list[dict[str, torch.Tensor]] | None
                        ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Every configured method on the ``merged`` tasks, each evaluated on ``evaluated``; rows and details.
+    """Every configured method on the ``merged`` tasks, each evaluated on ``evaluated``; rows and details (by id).
 
     Each method is a unit of :class:`devec.resume.UnitStore`: an interrupted run, started again with the same
     config, skips the methods it had finished.
@@ -75,22 +82,23 @@ def merge_and_evaluate(cfg: DictConfig, run: Run, pool: VisionPool, merged: dict
     vectors = pool.task_vectors(list(merged))
     store = UnitStore.for_config(run.cache_dir, cfg)
     rows, details = [], {}
-    for label, mcfg in run.progress(_methods(cfg), desc="methods"):
-        unit = f"{label} | merged {','.join(merged)} | evaluated {','.join(evaluated)}"
+    for mid, method, mcfg in run.progress(_methods(cfg), desc="methods"):
+        label = _label(mid, method)
+        unit = f"{mid} | merged {','.join(merged)} | evaluated {','.join(evaluated)}"
         if cfg.get("resume", True) and store.done(unit):
             done = store.load(unit)
             scores, detail = done["scores"], done["detail"]
-            log.info("%s: finished in an earlier run, taken from %s", label, store.root)
+            log.info("%s: finished in an earlier run, taken from %s", mid, store.root)
         else:
-            ctx = MergeContext(pool, merged, vectors, shared if mcfg.get("devec") else [],
+            ctx = MergeContext(pool, merged, vectors, shared if method.devec else [],
                                val_limit=cfg.vision.get("val_limit"), seed=int(cfg.seed), progress=run.progress)
-            params, info = run_method(ctx, mcfg)
+            params, info = method.merge(ctx)
             scores = evaluate(pool, params, evaluated, split="test", limit=cfg.vision.get("test_limit"))
             detail = {"config": mcfg, "test": scores, **{k: v for k, v in info.items() if k != "val_curve"}}
             store.save(unit, {"scores": scores, "detail": detail})
-        rows.append({"method": label, **scores})
-        details[label] = detail
-        run.log({f"{label}/{k}": v for k, v in scores.items()})
+        rows.append({"id": mid, "method": label, **scores})
+        details[mid] = detail
+        run.log({f"{mid}/{k}": v for k, v in scores.items()})
         log.info("%s: avg %.2f", label, scores["avg"])
     return rows, details
 
@@ -101,31 +109,41 @@ def table1(cfg: DictConfig, run: Run) -> dict[str, Any]:
     """Merge the task vectors of all tasks with each method, with and without DeVec; accuracy per task (Table 1)."""
     names = list(cfg.vision.tasks)
     tasks, pool = _setup(cfg, run, names, names)
-    needs_devec = any(m.get("devec") for _, m in _methods(cfg))
-    shared = pairwise_shared(pool.task_vectors(names), cfg.decomposition, run.cache_dir) if needs_devec else None
+    shared = _shared_if_needed(cfg, run, pool, names)
     rows, details = merge_and_evaluate(cfg, run, pool, tasks, tasks, shared)
     columns = ["method", *names, "avg"]
-    individual = next((r for r in rows if r["method"] == "Individual"), None)
+    individual = next((r for r in rows if r["id"] == INDIVIDUAL), None)
     run.save_table("table1_accuracy", rows, columns, title="Table 1: multi-task merging, top-1 accuracy (%)")
     result: dict[str, Any] = {"tasks": names, "rows": rows, "details": details, "pool": pool.info}
     if individual:
-        norm = [{"method": r["method"], **normalized(r, individual, names)} for r in rows]
+        norm = [{"id": r["id"], "method": r["method"], **normalized(r, individual, names)} for r in rows]
         run.save_table("table1_normalized", norm, columns, title="Table 1: normalized accuracy (% of individual)")
         result["normalized"] = norm
-    result["devec_effect"] = devec_effect(rows)
+    result["devec_effect"] = devec_effect(rows, {mid: m.baseline for mid, m, _ in _methods(cfg)})
     _print_table(rows, columns, result["devec_effect"])
     return result
 
 
-def devec_effect(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """For each method with a ``+DeVec`` row: the change of the average accuracy DeVec brings."""
-    by_label = {r["method"]: r for r in rows}
+def _shared_if_needed(cfg: DictConfig, run: Run, pool: VisionPool, names: Sequence[str]
+                      ) -> list[dict[str, torch.Tensor]] | None:
+    """DeVec's pairwise shared vectors of the merged tasks, when a method adds them."""
+    if not any(m.devec for _, m, _ in _methods(cfg)):
+        return None
+    return pairwise_shared(pool.task_vectors(list(names)), cfg.decomposition, run.cache_dir)
+
+
+def devec_effect(rows: Sequence[Mapping[str, Any]], baselines: Mapping[str, str | None]) -> list[dict[str, Any]]:
+    """For each row naming a ``baseline`` row id: the change of the average accuracy DeVec brings over it."""
+    by_id = {r["id"]: r for r in rows}
     out = []
-    for label, row in by_label.items():
-        if label.endswith(" +DeVec") and label[: -len(" +DeVec")] in by_label:
-            base = by_label[label[: -len(" +DeVec")]]
-            out.append({"method": base["method"], "avg": base["avg"], "avg_devec": row["avg"],
-                        "delta": row["avg"] - base["avg"]})
+    for mid, base_id in baselines.items():
+        if base_id is None or mid not in by_id:
+            continue
+        if base_id not in by_id:
+            raise ValueError(f"methods.{mid}.baseline={base_id!r}: no row has that id ({', '.join(by_id)})")
+        base, row = by_id[base_id], by_id[mid]
+        out.append({"id": base_id, "devec_id": mid, "method": base["method"], "avg": base["avg"],
+                    "avg_devec": row["avg"], "delta": row["avg"] - base["avg"]})
     return out
 
 
@@ -145,13 +163,12 @@ def table2(cfg: DictConfig, run: Run) -> dict[str, Any]:
     """Merge the seen tasks only; accuracy on seen and on held-out (unseen) tasks (Table 2)."""
     seen, unseen = list(cfg.vision.tasks), list(cfg.vision.unseen)
     tasks, pool = _setup(cfg, run, seen + unseen, seen)
-    needs_devec = any(m.get("devec") for _, m in _methods(cfg))
-    shared = pairwise_shared(pool.task_vectors(seen), cfg.decomposition, run.cache_dir) if needs_devec else None
+    shared = _shared_if_needed(cfg, run, pool, seen)
     merged = {n: tasks[n] for n in seen}
     rows, details = merge_and_evaluate(cfg, run, pool, merged, tasks, shared)
     table = []
     for r in rows:
-        table.append({"method": r["method"], **{n: r[n] for n in seen}, "seen avg": _mean(r, seen),
+        table.append({"id": r["id"], "method": r["method"], **{n: r[n] for n in seen}, "seen avg": _mean(r, seen),
                       **{n: r[n] for n in unseen}, "unseen avg": _mean(r, unseen)})
     columns = ["method", *seen, "seen avg", *unseen, "unseen avg"]
     run.save_table("table2_generalization", table, columns, title="Table 2: seen / unseen tasks, accuracy (%)")
@@ -267,5 +284,3 @@ def fig2_fig3(cfg: DictConfig, run: Run) -> dict[str, Any]:
     run.save_figure("fig2_fig3_arithmetic", fig)
     return {"alphas": alphas, "curves": results}
 
-
-PROTOCOLS = {"table1": table1, "table2": table2, "table3": table3, "fig2_fig3": fig2_fig3}

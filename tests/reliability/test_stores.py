@@ -412,7 +412,7 @@ def test_toxicity_pool_member_with_a_deleted_shard_is_rebuilt(tmp_path, caplog):
 
 def test_atomic_folders_get_normal_permissions(tmp_path):
     """mkdtemp makes 0700 folders: a cache folder built through one must end up like any other folder."""
-    from devec.toxicity.tiny import atomic_dir
+    from devec.io import atomic_dir
 
     old = os.umask(0o022)
     try:

@@ -55,7 +55,8 @@ def test_figure_experiment_mixes_the_paper_styles_by_their_embedded_analogues(tm
         cfg = compose("config", overrides=["experiment=fig4_style_mixing", "pool=style/tiny", "data=style/tiny",
                                            "logger=none"])
     assert list(cfg.method.mix) == ["photo_1930s", "pixel_art"]
-    assert list(cfg.data.figures[cfg.data.figure].prompts)
+    assert list(cfg.data.prompts) == list(cfg.data.figures.fig4.prompts)  # the figure's, in config.yaml
+    assert list(cfg.data.seeds) == list(cfg.data.figures.fig4.seeds)
     assert cfg.decomposition.rank == "full" and cfg.decomposition.mode == "joint"
 
 

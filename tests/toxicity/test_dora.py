@@ -7,8 +7,9 @@ import copy
 import pytest
 import torch
 
+from devec.toxicity.recipe import dora_config
 from devec.toxicity.sources import DoRASource, open_source
-from devec.toxicity.tiny import dora_config, tiny_llama
+from devec.toxicity.tiny import tiny_llama
 
 
 @pytest.mark.parametrize("use_dora", [True, False])

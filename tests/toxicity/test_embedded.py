@@ -91,6 +91,7 @@ def test_table4_runner(tiny_pool, tiny_cache, tmp_path):
     res = runner.table4(cfg, run)
     names = [r["model"] for r in res["rows"]]
     assert names[0] == "Pre-trained" and names[1] == "SFT (toxic)" and len(names) == 4
+    assert [r["id"] for r in res["rows"]] == ["pretrained", "sft", "tv_negation", "devec_negation"]
     assert res["rows"][1]["toxigen/lexicon"] > res["rows"][0]["toxigen/lexicon"]
     for row in res["rows"]:
         assert {"facts (MMLU)", "arith (GSM8K)", "compare (BBH)", "reading (TyDiQA)"} <= set(row)
@@ -104,8 +105,8 @@ def test_fig5_and_fig6_runners(tiny_pool, tiny_cache, tmp_path):
     cfg, run = _run(tmp_path / "a", tiny_cache, "experiment=fig5_negation_coefficient", "method.coefficients=[0,2]",
                     "method.subpools=[LLAMA-Chat,All-Models]")
     curves = runner.fig5_negation_coefficient(cfg, run)["curves"]
-    assert set(curves) == {"TV negation", "LLAMA-Chat", "All-Models"}
-    at_zero = {json.dumps({k: v for k, v in c[0].items() if k != "pool"}) for c in curves.values()}
+    assert set(curves) == {"tv_negation", "LLAMA-Chat", "All-Models"}  # curve ids; "TV negation" is a label
+    at_zero = {json.dumps({k: v for k, v in c[0].items() if k not in ("id", "pool")}) for c in curves.values()}
     assert len(at_zero) == 1                       # lambda = 0 is the pre-trained model for every pool
     assert (tmp_path / "a" / "fig5_negation_coefficient.png").stat().st_size > 1000
     cfg, run = _run(tmp_path / "b", tiny_cache, "experiment=fig6_tau", "method.taus=[0.3,0.99]")

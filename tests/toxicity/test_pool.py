@@ -22,7 +22,7 @@ def test_local_entries_and_subpools(synthetic_pool, tmp_path):
     assert [s.name for s in pool.subpool("Pair")] == ["ft1", "ft0"]
     random_names = [s.name for s in pool.subpool("Random")]
     assert len(set(random_names)) == 2 and random_names == [s.name for s in pool.subpool("Random")]
-    with pytest.raises(KeyError, match="Pair"):
+    with pytest.raises(ValueError, match="Pair"):
         pool.subpool("Nope")
 
 
@@ -35,5 +35,5 @@ def test_missing_toxic_adapter_says_how_to_train_it(synthetic_pool, tmp_path):
 
 def test_subpool_with_unknown_member(synthetic_pool, tmp_path):
     pool = load_pool(_cfg(synthetic_pool, subpools={"Bad": ["ft0", "llama2_chat"]}), tmp_path)
-    with pytest.raises(KeyError, match="llama2_chat"):
+    with pytest.raises(ValueError, match="llama2_chat"):
         pool.subpool("Bad")

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 
 from devec.toxicity import evaluate
-from devec.toxicity.recipe import toxic_pairs, train_dora
+from devec.toxicity.recipe import encode_pairs, toxic_pairs, train_dora
 from devec.toxicity.sources import open_source
-from devec.toxicity.tiny import encode_pairs
 
 
 def test_prompt_tokens_are_masked(tiny_pool):
@@ -46,7 +45,7 @@ def test_embedded_prompt_sets():
 
 def test_classifier_errors_say_what_to_do(monkeypatch):
     monkeypatch.delenv("PERSPECTIVE_API_KEY", raising=False)
-    with pytest.raises(RuntimeError, match="PERSPECTIVE_API_KEY"):
+    with pytest.raises(ValueError, match="PERSPECTIVE_API_KEY"):
         evaluate.make_classifier("perspective")
     with pytest.raises(ValueError, match="lexicon"):
         evaluate.make_classifier("nope")

@@ -107,7 +107,8 @@ def test_converter_runs_no_code_from_the_pickle(tmp_path):
             return (Path.touch, (marker,))
 
     torch.save({"w": torch.ones(2, 2), "evil": Evil()}, tmp_path / "evil.pt")
-    p = subprocess.run([sys.executable, "-m", "devec.vectors.convert", str(tmp_path / "evil.pt")], capture_output=True, text=True, timeout=120)
+    p = subprocess.run([sys.executable, "-m", "devec.vectors.convert", str(tmp_path / "evil.pt")],
+                       capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert not marker.exists()
     assert set(open_checkpoint(tmp_path / "evil.safetensors").keys()) == {"w"}

@@ -37,9 +37,11 @@ def test_table1_cli_runs_every_method_with_and_without_devec_and_reuses_the_cach
         assert abs(row["avg"] - sum(row[t] for t in tasks) / len(tasks)) < 1e-9
     individual = next(r for r in results["normalized"] if r["method"] == "Individual")
     assert all(abs(individual[t] - 100.0) < 1e-9 for t in tasks if results["rows"][1][t] > 0)
-    assert results["details"]["Task Arithmetic (lambda=0.3)"]["lambda"] == 0.3
-    assert results["details"]["Task Arithmetic +DeVec"]["mu"] in [0.0, 0.05, 0.1, 0.2, 0.3]
+    assert results["details"]["task_arithmetic_fixed"]["lambda"] == 0.3
+    assert results["details"]["task_arithmetic_devec"]["mu"] in [0.0, 0.05, 0.1, 0.2, 0.3]
     assert len(results["devec_effect"]) == 5
+    assert {e["id"] for e in results["devec_effect"]} == {"task_arithmetic", "ties", "adamerging_task",
+                                                         "adamerging_layer", "adamerging_plus"}
     assert "| Task Arithmetic +DeVec |" in (run / "table1_accuracy.md").read_text()
     assert (run / "table1_normalized.csv").exists() and list((run / "wandb").glob("offline-run-*"))
     assert "DeVec" in p.stdout and "| method |" in p.stdout
@@ -88,7 +90,7 @@ def test_fig2_fig3_sweeps_shared_unique_and_whole_vectors(tmp_path):
 
 
 def test_table1_interrupted_after_a_method_resumes_with_the_same_results(tmp_path, monkeypatch):
-    import devec.vision.runner as vision_runner
+    from devec.vision import methods
 
     keep = ("pretrained", "task_arithmetic", "ties")
     cfg = tiny_cfg("table1_multitask", tmp_path, "vision.threads=1")
@@ -96,21 +98,25 @@ def test_table1_interrupted_after_a_method_resumes_with_the_same_results(tmp_pat
         for key in [k for k in cfg.methods if k not in keep]:
             del cfg.methods[key]
     calls = []
-    real = vision_runner.run_method
+    real = {cls: cls.merge for cls in (methods.Pretrained, methods.TaskArithmetic, methods.Ties)}
 
-    def interrupted(ctx, mcfg):
-        if len(calls) == 2:
-            raise KeyboardInterrupt  # killed while the third method runs
-        calls.append(mcfg["name"])
-        return real(ctx, mcfg)
+    def counted(limit: int | None):
+        def merge(self, ctx):
+            if limit is not None and len(calls) == limit:
+                raise KeyboardInterrupt  # killed while the third method runs
+            calls.append(type(self).__name__)
+            return real[type(self)](self, ctx)
+        return merge
 
-    monkeypatch.setattr(vision_runner, "run_method", interrupted)
+    for cls in real:
+        monkeypatch.setattr(cls, "merge", counted(2))
     try:
         execute(cfg, tmp_path / "first")
     except KeyboardInterrupt:
         pass
     assert not (tmp_path / "first" / "results.json").exists()
-    monkeypatch.setattr(vision_runner, "run_method", lambda ctx, mcfg: (calls.append(mcfg["name"]), real(ctx, mcfg))[1])
+    for cls in real:
+        monkeypatch.setattr(cls, "merge", counted(None))
     resumed = execute(cfg, tmp_path / "second")
     assert len(calls) == 3  # only the unfinished method ran again
     with open_dict(cfg):

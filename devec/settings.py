@@ -2,10 +2,13 @@
 :func:`validate` first): types, ranges, device availability and the names of pool members, tasks, sub-pools and
 styles, so a typo costs seconds.
 
-The runner and every method are ``_target_`` configs: :func:`instantiated` checks a method's keys against its
-class's fields (the class is the schema) and builds it, and the runner's function must import. The sections a
-runner reads itself (``decomposition``: the driver's :class:`~devec.vectors.driver.DecompositionSettings`, ``toy``,
-``vision``, the pool fields the toxicity runner reads) are checked against their schemas. A key a schema does not
+The runner, every method, every pool and every data / task pool are ``_target_`` configs: :func:`instantiated`
+checks a config's keys against its class's fields (the class is the schema) and builds it (a pool or task pool
+class only holds its settings: nothing is built or downloaded until the runner calls its ``load``), the runner's
+function must import, and a classifier (whose construction loads a model) has its keys bound to its class's
+parameters by :func:`signature_checked` without being built. The sections a runner reads itself
+(``decomposition``: the driver's :class:`~devec.vectors.driver.DecompositionSettings`, ``toy``, ``vision``) are
+checked against their schemas. A key a schema does not
 know (``+decomposition.tua=0.9``) is an error, not ignored. Every mistake is a :class:`ConfigError` whose one line
 names the key and says what to change.
 """
@@ -16,6 +19,7 @@ import dataclasses
 import difflib
 import importlib
 import importlib.util
+import inspect
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -122,18 +126,6 @@ class VisionSettings:
     ablation: Ablation | None = None
 
 
-@dataclass
-class ToxicityPoolFields:
-    """The fields of ``pool`` the toxicity runner reads itself (the rest is the pool's build or hub spec)."""
-
-    kind: str = MISSING
-    dtype: str = "float32"
-    store_dtype: str = "float32"
-    decompose_device: str = "cpu"
-    threads: int | None = None
-    toxic: str = MISSING
-
-
 def typed(key: str, value: Any, schema: type) -> DictConfig:
     """``value`` (the config node at ``key``) checked against ``schema``: unknown keys, wrong types, missing ones."""
     if not isinstance(value, Mapping | DictConfig):
@@ -176,6 +168,31 @@ def instantiated(key: str, node: Any, kind: type | None = None) -> Any:
         fields = [f.name for f in dataclasses.fields(target)] if dataclasses.is_dataclass(target) else []
         own = any(msg.startswith((f"{f}=", f"{f}:", f"{f}.")) for f in fields)  # the class's check names its field
         raise ConfigError(f"{key}.{msg}" if own else f"{key}: {msg}") from None
+
+
+def signature_checked(key: str, node: Any) -> Any:
+    """The class or function the ``_target_`` config at ``key`` names, its keys bound to its parameters without
+    calling it (for targets whose construction loads a model or needs a runtime argument)."""
+    if not isinstance(node, Mapping | DictConfig) or "_target_" not in node:
+        raise ConfigError(f"{key}={_plain(node)!r}: expected a config with _target_ naming the class it builds")
+    target = locate(f"{key}._target_", str(node["_target_"]))
+    kwargs = {k: v for k, v in _plain(node).items() if k not in RESERVED}
+    try:
+        parameters = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return target
+    if any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+        return target
+    known = [n for n, p in parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for name in kwargs:
+        if name not in known:
+            raise ConfigError(f"{key}.{name}: unknown key; {node['_target_']} takes {', '.join(known) or 'none'}"
+                              f"{_near(name, known)}")
+    if not node.get("_partial_", False):
+        lacking = [n for n, p in parameters.items() if p.default is p.empty and n in known and n not in kwargs]
+        if lacking:
+            raise ConfigError(f"{key}.{lacking[0]} is required and not set")
+    return target
 
 
 def locate(key: str, name: str) -> Any:
@@ -349,6 +366,9 @@ def _check_checkpoints(cfg: DictConfig) -> None:
     if isinstance(finetuned, str):
         raise ConfigError(f"pool.finetuned={finetuned!r} is one path, not a list: give at least two fine-tuned "
                           f"checkpoints in brackets, 'pool.finetuned=[a.safetensors,b.safetensors]'")
+    from devec.vectors.runner import CheckpointPool
+
+    instantiated("pool", pool, CheckpointPool)  # unknown keys and wrong types, by the class's fields
     finetuned = [str(f) for f in finetuned or []]
     if pretrained is None:
         if finetuned:
@@ -379,20 +399,19 @@ VISION_MODES = {"table1": "pairwise", "table2": "pairwise", "table3": "joint", "
 
 
 def _check_vision(cfg: DictConfig, protocol: str) -> None:
-    from devec.vision import synthetic
+    from devec.vision.data import SyntheticTasks, TaskPool
+    from devec.vision.pool import EmbeddedPool, PoolSpec
 
     vision = typed("vision", cfg.get("vision"), VisionSettings)
     check_decomposition(cfg, VISION_MODES[protocol], f"the runner devec.vision.runner.{protocol}")
     for key in ("val_limit", "test_limit", "threads"):
         if vision[key] is not None:
             _at_least(f"vision.{key}", vision[key], 1)
-    one_of("pool.source", cfg.pool.get("source", "embedded"), ("embedded", "hf", "open_clip"))
-    one_of("data.source", cfg.data.get("source", "synthetic"), ("synthetic", "hf"))
-    if cfg.data.get("source", "synthetic") == "synthetic":
-        available, where = list(synthetic.TASKS), "the synthetic data (devec/vision/synthetic.py)"
-    else:
-        available = [n for n, t in (cfg.data.get("tasks_hf") or {}).items() if t and t.get("path")]
-        where = "data.tasks_hf (entries with a path)"
+    pool = instantiated("pool", cfg.get("pool"), PoolSpec)
+    data = instantiated("data", cfg.get("data"), TaskPool)
+    available = data.available()
+    where = "the synthetic data (devec/vision/synthetic.py)" if isinstance(data, SyntheticTasks) \
+        else "data.tasks_hf (entries with a path)"
     merged = _vision_tasks(vision, protocol)
     evaluated = list(merged)
     if protocol == "table2":
@@ -400,8 +419,8 @@ def _check_vision(cfg: DictConfig, protocol: str) -> None:
     if protocol == "fig2_fig3":
         evaluated += [g.target for g in vision.arithmetic.groups]
     names_in(f"vision tasks of the {protocol} runner", evaluated, available, where)
-    if cfg.pool.get("source", "embedded") != "embedded":
-        lacking = [n for n in merged if n not in (cfg.pool.get("finetuned") or {})]
+    if not isinstance(pool, EmbeddedPool):
+        lacking = [n for n in merged if n not in pool.finetuned]
         if lacking:
             raise ConfigError(f"pool.finetuned has no checkpoint for {', '.join(map(repr, lacking))}, which "
                               f"the {protocol} runner merges: add pool.finetuned.{lacking[0]}=<hub repo or path>")
@@ -456,13 +475,12 @@ def _check_vision_methods(cfg: DictConfig, baselines: bool) -> None:
 
 def _check_toxicity(cfg: DictConfig, figure: str) -> None:
     from devec.dtypes import torch_dtype
+    from devec.toxicity.pool import HubPool, PoolSpec
 
-    pool = typed("pool", {k: cfg.pool[k] for k in ToxicityPoolFields.__dataclass_fields__ if k in cfg.pool},
-                 ToxicityPoolFields)
-    one_of("pool.kind", pool.kind, ("embedded", "hub"))
+    pool = instantiated("pool", cfg.get("pool"), PoolSpec)
     for key in ("dtype", "store_dtype"):
         try:
-            torch_dtype(pool[key], f"pool.{key}", allowed=("float32", "bfloat16", "float16", "float64")
+            torch_dtype(getattr(pool, key), f"pool.{key}", allowed=("float32", "bfloat16", "float16", "float64")
                         if key == "store_dtype" else ("float32", "bfloat16", "float16"))
         except ValueError as err:
             raise ConfigError(str(err)) from None
@@ -472,13 +490,13 @@ def _check_toxicity(cfg: DictConfig, figure: str) -> None:
 
     method = instantiated("method", cfg.get("method"), DoraTraining if figure == "train_dora" else Negation)
     if figure == "train_dora":
-        recipe = list((cfg.pool.get("recipe") or {}).get("datasets") or {})
+        recipe = list((pool.recipe or {}).get("datasets") or {})
         names_in("method.datasets", method.datasets or [], recipe, "pool.recipe.datasets")
         return
     check_decomposition(cfg, "iterative", "toxicity removal extracts the toxic vector's unique part iteratively "
                         "(Sec. 4.3), so it", tau_swept="method.taus" if figure == "fig6" else "")
     check_device("pool.decompose_device", pool.decompose_device)
-    members = _toxicity_members(cfg)
+    members = pool.member_names()
     names_in("pool.toxic", [pool.toxic], members, "pool.members")
     subpools = list(method.subpools) if figure == "fig5" else [method.subpool]
     if not subpools:
@@ -488,9 +506,9 @@ def _check_toxicity(cfg: DictConfig, figure: str) -> None:
     used = {pool.toxic: "pool.toxic"}
     for s in subpools:
         used.update({n: f"sub-pool {s}" for n in _subpool_members(cfg, key, s, others) if n not in used})
-    if pool.kind == "hub":
+    if isinstance(pool, HubPool):
         for name, user in used.items():
-            repo = str(cfg.pool.members[name].get("repo"))
+            repo = str(pool.members[name].get("repo"))
             if repo.startswith("SET-ME"):
                 raise ConfigError(f"pool.members.{name}.repo={repo!r}: set it to the checkpoint's hub repository "
                                   f"or a local directory ({user} uses it)")
@@ -501,12 +519,6 @@ def _check_toxicity(cfg: DictConfig, figure: str) -> None:
         if not method.taus or bad:
             raise ConfigError(f"method.taus={list(method.taus)}: give one or more taus, each in (0, 1]")
     _check_bench(cfg, control_only=figure in ("fig5", "fig6"))
-
-
-def _toxicity_members(cfg: DictConfig) -> list[str]:
-    if cfg.pool.get("kind") == "embedded":
-        return [n for n, m in ((cfg.pool.get("build") or {}).get("members") or {}).items() if m is not None]
-    return list(cfg.pool.get("members") or {})
 
 
 def _subpool_members(cfg: DictConfig, key: str, name: str, others: Sequence[str]) -> list[str]:
@@ -525,23 +537,30 @@ def _subpool_members(cfg: DictConfig, key: str, name: str, others: Sequence[str]
 
 
 def _check_bench(cfg: DictConfig, control_only: bool) -> None:
-    from devec.toxicity.evaluate import CLASSIFIERS
+    from devec.toxicity.evaluate import EvaluationData, PerspectiveClassifier
 
+    instantiated("data", cfg.get("data"), EvaluationData)  # _recursive_: false, the classifiers stay configs
     data = cfg.data
     ids = [str(t.get("name")) for t in (data.control.get("tasks") or [])]
     if control_only:
         names_in("data.sweep_control", data.get("sweep_control") or [], ids, "data.control.tasks (names)")
-    for i, spec in enumerate(data.get("classifiers") or []):
-        spec = {"name": spec} if isinstance(spec, str) else _plain(spec)
-        one_of(f"data.classifiers[{i}].name", spec.get("name"), CLASSIFIERS)
+    for i, node in enumerate(data.get("classifiers") or []):
+        key = f"data.classifiers[{i}]"
+        cls = signature_checked(key, node)  # built by the runner: a classifier loads its model when constructed
+        if not isinstance(cls, type) or "__call__" not in vars(cls) or not hasattr(cls, "name"):
+            raise ConfigError(f"{key}._target_={node._target_!r} is not a classifier class (texts -> toxic flags, "
+                              "with a name), e.g. devec.toxicity.evaluate.ToxigenRoberta")
+        spec = _plain(node)
         if spec.get("device") is not None:
-            check_device(f"data.classifiers[{i}].device", spec["device"])
-        if spec["name"] == "detoxify" and importlib.util.find_spec("detoxify") is None:
-            raise ConfigError(f"data.classifiers[{i}]=detoxify needs the package: pip install detoxify "
+            check_device(f"{key}.device", spec["device"])
+        package = getattr(cls, "package", None)
+        if package and importlib.util.find_spec(package) is None:
+            raise ConfigError(f"{key}: {cls.__name__} needs the package: pip install {package} "
                               "(or drop it from data.classifiers)")
-        if spec["name"] == "perspective" and not os.environ.get(spec.get("key_env", "PERSPECTIVE_API_KEY")):
-            raise ConfigError(f"data.classifiers[{i}]=perspective needs an API key in "
-                              f"${spec.get('key_env', 'PERSPECTIVE_API_KEY')} (or drop it from data.classifiers)")
+        key_env = spec.get("key_env", "PERSPECTIVE_API_KEY")
+        if issubclass(cls, PerspectiveClassifier) and not os.environ.get(key_env):
+            raise ConfigError(f"{key}: {cls.__name__} needs an API key in ${key_env} (or drop it from "
+                              "data.classifiers)")
 
 
 # ---------------------------------------------------------------- style mixing (Sec. 4.2)
@@ -552,23 +571,26 @@ def _check_style(cfg: DictConfig) -> None:
 
     if "figure" in cfg:  # experiment=style_figure: the figure's styles, prompts and seeds come from data.figures
         names_in("figure", [cfg.figure], list(cfg.data.get("figures") or {}), "data.figures")
+    from devec.style.runner import HubPool, StyleData, StylePool
+
     check_decomposition(cfg, "joint", "style mixing decomposes all styles jointly (Sec. 4.2), so it")
     method = instantiated("method", cfg.get("method"), Mixing)
-    pool = cfg.pool
-    one_of("pool.kind", pool.get("kind"), ("embedded", "hub"))
-    try:
-        torch_dtype(str(pool.get("dtype", "float32")), "pool.dtype")
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    styles = list(pool.get("styles") or [])
-    names = [str(s.name) for s in styles]
-    if len(names) < 2 or len(set(names)) != len(names):
-        raise ConfigError(f"pool.styles names {names}: give at least two styles, each with its own name")
-    if pool.kind == "hub":
+    styles = list(cfg.pool.get("styles") or [])
+    target = cfg.pool.get("_target_")
+    if target and locate("pool._target_", str(target)) is HubPool:  # before instantiating, which reads ??? paths
         for i, s in enumerate(styles):
             if OmegaConf.is_missing(s, "path") or s.get("path") in (None, ""):
                 raise ConfigError(f"pool.styles.{i}.path ({s.name}) is not set: a .safetensors LoRA file or a hub "
                                   f"repository id, e.g. pool.styles.{i}.path=/loras/{s.name}.safetensors")
+    pool = instantiated("pool", cfg.get("pool"), StylePool)
+    instantiated("data", cfg.get("data"), StyleData)
+    try:
+        torch_dtype(pool.dtype, "pool.dtype")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    names = [str(s.get("name")) for s in pool.styles]
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise ConfigError(f"pool.styles names {names}: give at least two styles, each with its own name")
     mix = method.mix
     if mix not in (None, "all"):
         if isinstance(mix, str):

@@ -78,3 +78,21 @@ def test_non_editable_install_finds_its_configs(tmp_path):
     module, conf, count = out.stdout.split()
     assert module.startswith(str(target)) and conf.startswith(str(target)), out.stdout
     assert int(count) == len(list((REPO / "conf" / "experiment").glob("*.yaml")))
+
+
+def test_no_domain_imports_another_and_the_engine_imports_no_devec_module():
+    """The layering docs/architecture.md states: engine alone, domains side by side."""
+    import ast
+
+    domains = ("vision", "style", "toxicity", "toy")
+    for path in (REPO / "devec").rglob("*.py"):
+        package = path.relative_to(REPO / "devec").parts[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            for name in (n for n in names if n.startswith("devec.")):
+                target = name.split(".")[1]
+                if package == "engine":
+                    assert target == "engine", f"{path}: the engine imports {name}"
+                if package in domains and target in domains:
+                    assert target == package, f"{path}: domain {package} imports domain {target} ({name})"

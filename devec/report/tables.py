@@ -1,64 +1,72 @@
-"""Sweep tables: runs averaged over seeds, pivots, and writers for markdown, CSV and LaTeX (booktabs)."""
+"""Sweep tables on pandas: runs averaged over seeds (mean, std, 95 % interval, n), pivots, and writers for markdown,
+CSV and LaTeX (booktabs)."""
 
 from __future__ import annotations
 
 import math
 import os
-import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
+from scipy import stats
 
 from devec import io
 from devec.report.collect import is_number
 from devec.runtime import markdown_table
 
+STATS = ("mean", "std", "count", "size")
+"""Per (setting, metric) cell: the mean and sample std, the finite-or-not values (``size``) and the non-NaN ones."""
+
 
 def aggregate(long: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
-    """One row per combination of ``keys``: each metric's mean, with ``<metric>_std`` and ``n`` over seeds/repeats."""
-    groups: dict[tuple, dict[str, list[float]]] = {}
-    settings: dict[tuple, dict[str, Any]] = {}
-    for row in long:
-        group = tuple(_key(row.get(k)) for k in keys)
-        settings.setdefault(group, {k: row.get(k) for k in keys})
-        groups.setdefault(group, {}).setdefault(row["metric"], []).append(row["value"])
-    metrics = list(dict.fromkeys(row["metric"] for row in long))
-    repeated = any(len(v) > 1 for g in groups.values() for v in g.values())
-    out = []
-    for group in sorted(groups, key=_sort_key):
-        row = dict(settings[group])
-        for m in metrics:
-            values = groups[group].get(m, [])
-            row[m] = statistics.fmean(values) if values else None
-            if repeated:
-                row[f"{m}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    """One row per combination of ``keys``: each metric's mean; over seeds/repeats also ``<metric>_std``,
+    ``<metric>_ci95`` (half-width of the 95 % Student-t interval, n-1 dof; empty when n < 2) and ``n``."""
+    if not long:
+        return []
+    keys = list(keys)
+    frame = pd.DataFrame({"group": _group_ids(long, keys), "metric": [r["metric"] for r in long],
+                          "value": [float(r["value"]) for r in long]})
+    cells = frame.groupby(["group", "metric"], sort=False)["value"].agg(list(STATS))
+    cells["std"] = cells["std"].where(cells["size"] > 1, 0.0)  # one value: no spread
+    cells["ci95"] = _ci95(cells["std"], cells["size"])
+    cells.loc[cells["count"] < cells["size"], ["mean", "std", "ci95"]] = math.nan  # a NaN run is not skipped
+    wide = cells.unstack("metric")
+    repeated = bool((cells["size"] > 1).any())
+    table = pd.DataFrame(index=wide.index)
+    for m in dict.fromkeys(frame["metric"]):
+        present = wide[("size", m)].notna()
+        table[m] = _objects(wide[("mean", m)], present)
         if repeated:
-            row["n"] = max(len(v) for v in groups[group].values())
-        out.append(row)
-    return out
+            table[f"{m}_std"] = _objects(wide[("std", m)], present)
+            table[f"{m}_ci95"] = _objects(wide[("ci95", m)], wide[("size", m)] > 1)
+    if repeated:
+        table["n"] = wide["size"].max(axis=1).astype(int)
+    first = frame.drop_duplicates("group")  # each group's settings as its first row gave them
+    settings = pd.DataFrame([[long[i].get(k) for k in keys] for i in first.index], index=first["group"],
+                            columns=keys, dtype=object)
+    order = sorted(settings.index, key=lambda g: _sort_key(tuple(_key(v) for v in settings.loc[g])))
+    return settings.join(table).loc[order].to_dict("records")
 
 
 def pivot(long: Sequence[Mapping[str, Any]], rows: str, cols: str, value: str = "value") -> list[dict[str, Any]]:
     """``rows`` down, ``cols`` across, the mean of ``value`` in each cell (e.g. methods x datasets, Table 1)."""
-    cells: dict[tuple, list[float]] = {}
-    row_keys: dict[Any, Any] = {}
-    col_keys: dict[Any, Any] = {}
-    for r in long:
-        if not is_number(r.get(value)):
-            continue
-        rk, ck = _key(r.get(rows)), _key(r.get(cols))
-        row_keys.setdefault(rk, r.get(rows))
-        col_keys.setdefault(ck, r.get(cols))
-        cells.setdefault((rk, ck), []).append(float(r[value]))
-    col_order = sorted(col_keys, key=lambda c: _sort_key((c,)))
-    out = []
-    for rk in sorted(row_keys, key=lambda c: _sort_key((c,))):
-        row = {rows: row_keys[rk]}
-        for ck in col_order:
-            vals = cells.get((rk, ck))
-            row[str(col_keys[ck])] = statistics.fmean(vals) if vals else None
-        out.append(row)
-    return out
+    numeric = [r for r in long if is_number(r.get(value))]
+    if not numeric:
+        return []
+    frame = pd.DataFrame({"row": _group_ids(numeric, [rows]), "col": _group_ids(numeric, [cols]),
+                          "value": [float(r[value]) for r in numeric]})
+    table = frame.pivot_table(index="row", columns="col", values="value", aggfunc="mean")
+    row_names, col_names = ({g: numeric[i].get(k) for i, g in frame[axis].drop_duplicates().items()}
+                            for axis, k in (("row", rows), ("col", cols)))
+    row_order = sorted(table.index, key=lambda g: _sort_key((_key(row_names[g]),)))
+    col_order = sorted(table.columns, key=lambda g: _sort_key((_key(col_names[g]),)))
+    table = table.loc[row_order, col_order]
+    table = table.astype(object).where(table.notna(), None)
+    table.columns = [str(col_names[g]) for g in col_order]
+    table.insert(0, rows, pd.Series([row_names[g] for g in row_order], index=table.index, dtype=object))
+    return table.to_dict("records")
 
 
 def write_table(out_dir: str | os.PathLike, name: str, rows: Sequence[Mapping[str, Any]], title: str = "",
@@ -73,16 +81,32 @@ def write_table(out_dir: str | os.PathLike, name: str, rows: Sequence[Mapping[st
 
 def latex_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], caption: str = "",
                 floatfmt: str = ".4g") -> str:
-    """A booktabs ``table`` environment; numbers right-aligned, text escaped."""
-    align = "".join("r" if all(is_number(r.get(c)) or r.get(c) is None for r in rows) else "l" for c in columns)
-    lines = ["\\begin{table}[t]", "\\centering"]
-    if caption:
-        lines.append(f"\\caption{{{_tex(caption)}}}")
-    lines += [f"\\begin{{tabular}}{{{align}}}", "\\toprule", " & ".join(_tex(c) for c in columns) + " \\\\",
-              "\\midrule"]
-    lines += [" & ".join(_tex(_cell(r.get(c), floatfmt)) for c in columns) + " \\\\" for r in rows]
-    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
-    return "\n".join(lines) + "\n"
+    """A booktabs ``table`` environment (pandas' Styler); numbers right-aligned, text escaped, None as ``--``."""
+    frame = pd.DataFrame([[r.get(c) for c in columns] for r in rows], columns=list(columns), dtype=object)
+    align = "".join("r" if all(is_number(v) or v is None for v in frame[c]) else "l" for c in columns)
+    styler = frame.style.hide(axis="index").format(lambda v: _cell(v, floatfmt), escape="latex")
+    styler = styler.format_index(escape="latex", axis=1)
+    return styler.to_latex(column_format=align, position="t", position_float="centering", hrules=True,
+                           caption=_tex(caption) if caption else None)
+
+
+def _group_ids(long: Sequence[Mapping[str, Any]], keys: list[str]) -> pd.Series:
+    """The row's group number: rows with equal ``keys`` (None included, unhashable values by their text) share one."""
+    if not keys:
+        return pd.Series(0, index=range(len(long)))
+    labels = pd.DataFrame([[_key(r.get(k)) for k in keys] for r in long], columns=keys, dtype=object)
+    return labels.groupby(keys, dropna=False, sort=False).ngroup()
+
+
+def _ci95(std: pd.Series, n: pd.Series) -> pd.Series:
+    """Half-width of the two-sided 95 % Student-t interval of a mean: t(0.975, n-1) * std / sqrt(n); NaN if n < 2."""
+    dof = (n - 1).where(n > 1)
+    return pd.Series(stats.t.ppf(0.975, dof), index=std.index) * std / n.pow(0.5)
+
+
+def _objects(values: pd.Series, keep: pd.Series) -> pd.Series:
+    """Python floats where ``keep``, None elsewhere (an empty cell, not NaN)."""
+    return values.astype(object).where(keep.fillna(False).astype(bool), None)
 
 
 def _cell(value: Any, floatfmt: str) -> str:

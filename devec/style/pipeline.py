@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,18 +34,38 @@ def build_tokenizers(words: Sequence[str], max_length: int) -> tuple[Any, Any]:
 
 
 def _train_bpe(words: Sequence[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """CLIP-style BPE vocabulary and merges (``</w>`` word ends) in which every word of ``words`` is one token."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    """CLIP-style BPE vocabulary and merges (``</w>`` word ends) in which every word of ``words`` is one token.
 
-    tok = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    Trained here rather than by ``tokenizers``' BpeTrainer, whose merges and token ids change from process to
+    process (its parallel pair counting breaks ties in any order), so the same seed built a different model: the
+    most frequent adjacent pair is merged first, ties broken by the pair itself, until every word is one token.
+    Ids: the special tokens, every letter alone and at a word end, then each merge's result in merge order.
+    """
+    from collections import Counter
+
     letters = sorted(set("".join(words)))
-    trainer = trainers.BpeTrainer(vocab_size=100_000, special_tokens=["<|startoftext|>", "<|endoftext|>"],
-                                  initial_alphabet=letters, end_of_word_suffix="</w>", show_progress=False)
-    tok.train_from_iterator([" ".join(words)], trainer=trainer)
-    model = json.loads(tok.to_str())["model"]
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    return dict(model["vocab"]), merges
+    symbols = [[*w[:-1], w[-1] + "</w>"] for w in dict.fromkeys(words) if w]
+    merges: list[tuple[str, str]] = []
+    while counts := Counter(pair for s in symbols for pair in zip(s, s[1:], strict=False)):
+        best = min(counts, key=lambda pair: (-counts[pair], pair))
+        merges.append(best)
+        symbols = [_merge_pair(s, best) for s in symbols]
+    order = ["<|startoftext|>", "<|endoftext|>", *letters, *(c + "</w>" for c in letters)]
+    order += ["".join(m) for m in merges]
+    return {t: i for i, t in enumerate(dict.fromkeys(order))}, merges
+
+
+def _merge_pair(symbols: list[str], pair: tuple[str, str]) -> list[str]:
+    """``symbols`` with every adjacent occurrence of ``pair`` joined, left to right (one BPE merge)."""
+    out, i = [], 0
+    while i < len(symbols):
+        if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == pair:
+            out.append(symbols[i] + symbols[i + 1])
+            i += 2
+        else:
+            out.append(symbols[i])
+            i += 1
+    return out
 
 
 def build_tiny_pipeline(arch: Mapping[str, Any], words: Sequence[str], seed: int = 0) -> Any:

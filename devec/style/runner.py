@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,8 @@ from devec.style.pipeline import generate, load_pipeline
 def run(cfg: DictConfig, run: Run) -> dict:
     """Decompose the style vectors jointly, then generate the same prompts and seeds with each style alone,
     the vanilla mix and the unique-only mix at every coefficient of the schedule; grid and numbers per method."""
-    pool, spec = cfg.pool, cfg.data
+    pool = cfg.pool
+    spec: StyleData = _built("data", cfg.data, "devec.style.runner.StyleData")
     method: Mixing = instantiate(cfg.method, _convert_="all")
     base_path, lora_paths = style_pool(pool, run, resume=bool(cfg.get("resume", True)))
     loras = [read_lora(lora_paths[s.name], name=s.name, weight=s.get("weight", 1.0), weight_name=s.get("weight_name"))
@@ -97,26 +100,95 @@ def run(cfg: DictConfig, run: Run) -> dict:
             "rows": rows, "by_method": _by_method(rows, evaluator.adherence_name)}
 
 
-def style_pool(pool: DictConfig, run: Run, resume: bool = True) -> tuple[str | Path, dict[str, str | Path]]:
-    """The base pipeline and one LoRA source per style: built and cached (embedded) or as configured (hub, files).
+STYLE_KEYS = ("name", "weight", "stands_for", "path", "weight_name")
+"""The settings of one entry of ``pool.styles``."""
 
-    Embedded LoRAs are units: ``resume=False`` (``cfg.resume``) trains them again.
-    """
-    if pool.kind == "embedded":
+
+@dataclass(kw_only=True)
+class StylePool:
+    """A style pool config (``_target_``: :class:`EmbeddedPool` or :class:`HubPool`); the class is its schema."""
+
+    styles: list[dict[str, Any]]
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        for i, style in enumerate(self.styles):
+            for key in style:
+                if key not in STYLE_KEYS:
+                    raise ValueError(f"styles.{i}.{key}: unknown key; known keys: {', '.join(STYLE_KEYS)}")
+
+    def sources(self, cache_dir: Path, progress: Any = None, resume: bool = True
+                ) -> tuple[str | Path, dict[str, str | Path]]:
+        """The base pipeline and one LoRA source per style."""
+        raise NotImplementedError
+
+
+@dataclass(kw_only=True)
+class EmbeddedPool(StylePool):
+    """A tiny Flux devec pre-trains, and one peft LoRA per style trained on top; cached by these settings."""
+
+    seed: int = 0
+    arch: dict[str, Any]
+    base_train: dict[str, Any]
+    lora_train: dict[str, Any]
+
+    def sources(self, cache_dir, progress=None, resume=True):
         from devec.style.train import build_embedded
 
-        container = OmegaConf.to_container(pool, resolve=True)
-        return build_embedded(container, run.cache_dir, progress=run.progress, seed=int(pool.get("seed", 0)),
+        return build_embedded(dataclasses.asdict(self), cache_dir, progress=progress, seed=self.seed,
                               resume=bool(resume))
-    if pool.kind == "hub":
+
+
+@dataclass(kw_only=True)
+class HubPool(StylePool):
+    """FLUX.1 from the hub and the style LoRAs as files or hub repositories."""
+
+    base: str
+    offload: bool = False            # enable_model_cpu_offload() for GPUs under ~40 GB
+
+    def sources(self, cache_dir, progress=None, resume=True):
         paths = {}
-        for s in pool.styles:
-            if s.get("path") in (None, "", "???") or OmegaConf.is_missing(s, "path"):
-                raise ValueError(f"pool.styles: style {s.name!r} has no LoRA file; set pool.styles[i].path to a "
-                                 f".safetensors file (e.g. from Civitai) or a hub repository id")
-            paths[s.name] = s.path
-        return pool.base, paths
-    raise ValueError(f"pool.kind={pool.kind!r}: use embedded (tiny Flux built here) or hub (FLUX.1 and LoRA files)")
+        for i, s in enumerate(self.styles):
+            if s.get("path") in (None, "", "???"):
+                raise ValueError(f"pool.styles.{i}.path ({s['name']}) is not set: a .safetensors LoRA file (e.g. "
+                                 f"from Civitai) or a hub repository id")
+            paths[s["name"]] = s["path"]
+        return self.base, paths
+
+
+@dataclass(kw_only=True)
+class StyleData:
+    """What the mix is generated on (prompts, seeds, sampler) and how it is scored (``metrics``)."""
+
+    prompts: list[str]
+    seeds: list[int]
+    figures: dict[str, Any] = field(default_factory=dict)   # experiment=style_figure: mix, prompts, seeds per figure
+    height: int
+    width: int
+    steps: int
+    guidance_scale: float = 0.0
+    max_sequence_length: int
+    batch_size: int = 1
+    metrics: dict[str, Any]
+
+
+def style_pool(pool: Mapping[str, Any] | StylePool, run: Run, resume: bool = True
+               ) -> tuple[str | Path, dict[str, str | Path]]:
+    """The base pipeline and one LoRA source per style of the pool ``pool`` names with ``_target_``: built and
+    cached (embedded) or as configured (hub, files). Embedded LoRAs are units: ``resume=False`` trains them again."""
+    for i, s in enumerate([] if isinstance(pool, StylePool) else pool.get("styles") or []):
+        if OmegaConf.is_missing(s, "path") if isinstance(s, DictConfig) else s.get("path") == "???":
+            raise ValueError(f"pool.styles.{i}.path ({s['name']}) is not set: a .safetensors LoRA file (e.g. from "
+                             f"Civitai) or a hub repository id")
+    spec = pool if isinstance(pool, StylePool) else _built("pool", pool, "devec.style.runner.EmbeddedPool or HubPool")
+    return spec.sources(run.cache_dir, progress=run.progress, resume=resume)
+
+
+def _built(key: str, node: Mapping[str, Any], example: str) -> Any:
+    """The object the ``_target_`` config at ``key`` names."""
+    if "_target_" not in node:
+        raise ValueError(f"{key}: expected a config with _target_ naming its class, e.g. {example} (conf/{key}/style/)")
+    return instantiate(node, _convert_="all")
 
 
 def _image_store(cfg: DictConfig, run: Run, lora_paths: Mapping[str, str | Path]) -> UnitStore:

@@ -42,47 +42,126 @@ class ToxicityPool:
         return [self.members[n] for n in names]
 
 
-def load_pool(cfg: Mapping[str, Any], cache_dir: str | Path, progress=None) -> ToxicityPool:
-    """The pool of ``cfg`` (``pool`` config group): ``embedded`` builds the tiny LLaMA pool, ``hub`` resolves repos."""
-    kind = cfg.get("kind", "hub")
-    if kind == "embedded":
+@dataclass(kw_only=True)
+class PoolSpec:
+    """A toxicity pool config (``_target_``: :class:`EmbeddedPool` or :class:`HubPool`); the class is its schema."""
+
+    toxic: str                          # the member whose unique component is negated
+    dtype: str = "float32"              # model dtype when evaluating edited models
+    store_dtype: str = "float32"        # dtype of the cached T and T_unique
+    decompose_device: str = "cpu"       # where the per-parameter SVDs of the streaming extraction run
+    threads: int | None = None          # torch threads (None: torch default)
+    subpools: dict[str, Any] = field(default_factory=dict)   # Fig. 5's named sub-pools: member lists or {random, seed}
+    recipe: dict[str, Any] | None = None                     # the toxic DoRA recipe (experiment=toxicity_train_dora)
+
+    def member_names(self) -> list[str]:
+        """Every member of the pool, the toxic one included."""
+        raise NotImplementedError
+
+    def base_checkpoint(self, cache_dir: str | Path, progress: Any = None) -> str:
+        """The pre-trained checkpoint (directory), built or downloaded."""
+        raise NotImplementedError
+
+    def load(self, cache_dir: str | Path, progress: Any = None) -> ToxicityPool:
+        """The pool: base, tokenizer, the toxic member's source and those of the members the sub-pools use."""
+        paths, base, tokenizer = self.sources(Path(cache_dir), progress)
+        if self.toxic not in paths:
+            raise ValueError(f"pool.toxic={self.toxic!r} is not one of pool.members ({', '.join(paths)})")
+        sources = {n: open_source(p, k, name=n) for n, (p, k) in paths.items()}
+        toxic = sources.pop(self.toxic)
+        return ToxicityPool(base=base, tokenizer=tokenizer, toxic=toxic, members=sources, subpools=dict(self.subpools))
+
+    def sources(self, cache_dir: Path, progress: Any) -> tuple[dict[str, tuple[str, str]], str, str]:
+        """``({member: (path, kind)}, base, tokenizer)``."""
+        raise NotImplementedError
+
+
+@dataclass(kw_only=True)
+class EmbeddedPool(PoolSpec):
+    """The tiny LLaMA pool devec pre-trains on a generated world, with full and DoRA fine-tunes (cached by build)."""
+
+    build: dict[str, Any]
+
+    def member_names(self) -> list[str]:
+        return [n for n, m in (self.build.get("members") or {}).items() if m is not None]
+
+    def base_checkpoint(self, cache_dir: str | Path, progress: Any = None) -> str:
+        return self.sources(Path(cache_dir), progress)[1]
+
+    def sources(self, cache_dir: Path, progress: Any) -> tuple[dict[str, tuple[str, str]], str, str]:
         from devec.toxicity.tiny import build_embedded_pool
 
-        built = build_embedded_pool(cfg["build"], Path(cache_dir), progress=progress)
+        built = build_embedded_pool(self.build, cache_dir, progress=progress)
         paths = {n: (m["path"], m["kind"]) for n, m in built["members"].items()}
-        base, tokenizer = built["base"], built["tokenizer"]
-    elif kind == "hub":
-        base = str(hub.resolve(cfg["base"], HUB_PATTERNS, key="pool.base"))
-        tokenizer = str(hub.resolve(cfg.get("tokenizer") or cfg["base"], HUB_PATTERNS, key="pool.tokenizer"))
+        return paths, built["base"], built["tokenizer"]
+
+
+MEMBER_KEYS = ("repo", "kind", "allow_bin", "revision")
+"""The settings of one entry of a hub pool's ``members``."""
+
+
+@dataclass(kw_only=True)
+class HubPool(PoolSpec):
+    """Hub repositories or local directories: the base, its tokenizer and the members (full or DoRA fine-tunes)."""
+
+    base: str
+    tokenizer: str | None = None
+    members: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, spec in self.members.items():
+            for key in spec:
+                if key not in MEMBER_KEYS:
+                    raise ValueError(f"members.{name}.{key}: unknown key; known keys: {', '.join(MEMBER_KEYS)}")
+
+    def member_names(self) -> list[str]:
+        return list(self.members)
+
+    def base_checkpoint(self, cache_dir: str | Path, progress: Any = None) -> str:
+        return str(hub.resolve(self.base, HUB_PATTERNS, key="pool.base"))
+
+    def sources(self, cache_dir: Path, progress: Any) -> tuple[dict[str, tuple[str, str]], str, str]:
+        base = self.base_checkpoint(cache_dir)
+        tokenizer = str(hub.resolve(self.tokenizer or self.base, HUB_PATTERNS, key="pool.tokenizer"))
+        used = set(_used(self.members, self.toxic, self.subpools))
         paths = {}
-        for name, m in cfg["members"].items():
-            if name != cfg["toxic"] and name not in set(_used(cfg)):
+        for name, m in self.members.items():
+            if name != self.toxic and name not in used:
                 continue
-            kind_m = str(m.get("kind", "auto"))
-            if name == cfg["toxic"] and not Path(str(m["repo"])).exists() and not hub.is_repo_id(str(m["repo"])):
-                raise FileNotFoundError(f"the toxic adapter {m['repo']} does not exist yet: train it with "
+            repo = str(m["repo"])
+            if name == self.toxic and not Path(repo).exists() and not hub.is_repo_id(repo):
+                raise FileNotFoundError(f"the toxic adapter {repo} does not exist yet: train it with "
                                         f"`devec experiment=toxicity_train_dora scale=paper` (pool.recipe; it writes "
                                         f"<run folder>/adapters/<dataset>) and point pool.members.{name}.repo at it, "
                                         f"or at your own adapter or checkpoint")
             patterns = HUB_PATTERNS + (["*.bin"] if m.get("allow_bin") else [])
-            paths[name] = (str(hub.resolve(m["repo"], patterns, m.get("revision"), key=f"pool.members.{name}.repo")),
-                           kind_m)
-    else:
-        raise ValueError(f"pool.kind={kind!r}: use embedded or hub")
-    toxic_name = str(cfg["toxic"])
-    if toxic_name not in paths:
-        raise ValueError(f"pool.toxic={toxic_name!r} is not one of pool.members ({', '.join(paths)})")
-    sources = {n: open_source(p, k, name=n) for n, (p, k) in paths.items()}
-    toxic = sources.pop(toxic_name)
-    return ToxicityPool(base=base, tokenizer=tokenizer, toxic=toxic, members=sources,
-                        subpools=dict(cfg.get("subpools") or {}))
+            paths[name] = (str(hub.resolve(repo, patterns, m.get("revision"), key=f"pool.members.{name}.repo")),
+                           str(m.get("kind", "auto")))
+        return paths, base, tokenizer
 
 
-def _used(cfg: Mapping[str, Any]) -> list[str]:
+def pool_spec(cfg: Mapping[str, Any] | PoolSpec) -> PoolSpec:
+    """The :class:`PoolSpec` the ``pool`` config names with ``_target_`` (as is when already built)."""
+    if isinstance(cfg, PoolSpec):
+        return cfg
+    if "_target_" not in cfg:
+        raise ValueError("pool: expected a config with _target_ naming its pool class, "
+                         "devec.toxicity.pool.EmbeddedPool or devec.toxicity.pool.HubPool (conf/pool/toxicity/)")
+    from hydra.utils import instantiate
+
+    return instantiate(cfg, _convert_="all")
+
+
+def load_pool(cfg: Mapping[str, Any] | PoolSpec, cache_dir: str | Path, progress=None) -> ToxicityPool:
+    """The pool ``cfg`` names with ``_target_`` (``pool`` config group): built (embedded) or resolved (hub)."""
+    return pool_spec(cfg).load(cache_dir, progress)
+
+
+def _used(members: Mapping[str, Any], toxic: str, subpools: Mapping[str, Any]) -> list[str]:
     """Pool members named by any sub-pool (only those are downloaded); random sub-pools use all."""
     names: list[str] = []
-    for spec in (cfg.get("subpools") or {}).values():
+    for spec in subpools.values():
         if isinstance(spec, Mapping):
-            return [n for n in cfg["members"] if n != cfg["toxic"]]
+            return [n for n in members if n != toxic]
         names += list(spec)
     return names

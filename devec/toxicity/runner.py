@@ -187,14 +187,15 @@ def fig6_tau(cfg: DictConfig, run: Run) -> dict[str, Any]:
 
     m = method(cfg)
     pool, bench = setup(cfg, run)
+    evaluations = UnitStore.for_config(run.cache_dir, cfg)
     rows = []
     for tau in run.progress(list(m.taus), "tau sweep"):
         at_tau = copy.deepcopy(cfg)
         with open_dict(at_tau):
             at_tau.decomposition = {**plain(cfg.decomposition), "tau": float(tau)}
         u = unique_vector(at_tau, run, pool, m.subpool, tau=float(tau))
-        model = edited_model(cfg, pool, [(-float(m.coefficient), u)])
-        scores = bench.score(model, control=list(cfg.data.sweep_control))
+        scores = scored(cfg, evaluations, f"fig6 | tau={float(tau)!r}", bench, pool, [(-float(m.coefficient), u)],
+                        control=list(cfg.data.sweep_control))
         rows.append({"tau": float(tau), "unique_energy": _unique_energy(u), **scores})
         run.log({f"fig6/{k}": v for k, v in rows[-1].items()})
     run.save_table("fig6_tau", rows, title=f"Fig. 6: tau sweep (lambda={m.coefficient}, sub-pool {m.subpool})")
@@ -222,17 +223,13 @@ def train_toxic_dora(cfg: DictConfig, run: Run) -> dict[str, Any]:
     """
     from transformers import AutoTokenizer
 
-    from devec import hub
-    from devec.toxicity.pool import HUB_PATTERNS
+    from devec.toxicity.pool import pool_spec
     from devec.toxicity.recipe import toxic_pairs, train_dora
 
     _threads(cfg)
     pool = plain(cfg.pool)
     recipe = pool["recipe"]
-    if pool["kind"] == "embedded":
-        base = load_pool(pool, run.cache_dir, progress=run.progress).base
-    else:
-        base = str(hub.resolve(pool["base"], HUB_PATTERNS, key="pool.base"))
+    base = pool_spec(pool).base_checkpoint(run.cache_dir, progress=run.progress)
     tok = AutoTokenizer.from_pretrained(base)
     dtype = torch_dtype(pool["dtype"], "pool.dtype")
     out = {}

@@ -5,6 +5,9 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import matplotlib.pyplot as plt  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
@@ -15,21 +18,37 @@ from devec.vectors.driver import DecompositionSettings, decompose_model, store_f
 from devec.vectors.model import TaskVectorPool  # noqa: E402
 
 
+@dataclass(kw_only=True)
+class CheckpointPool:
+    """The ``pool`` of ``experiment=decompose``: your checkpoints, or (no paths) a small demo pool in the cache."""
+
+    pretrained: str | None = None   # safetensors file, HF directory, or weights-only .pt state dict
+    finetuned: list[str] = field(default_factory=list)   # checkpoints of the same architecture
+    target: int = 0                 # iterative mode: the vector whose unique part is wanted
+    demo: dict[str, int] | None = None   # demo_checkpoints() arguments, used when pretrained is null
+
+    def load(self, cache_dir: str | Path) -> TaskVectorPool:
+        """The task-vector pool, read lazily (names, shapes and formats checked before any long work)."""
+        if self.pretrained is None:
+            if not self.demo:
+                raise ValueError("set pool.pretrained=PATH and pool.finetuned=[PATH,PATH,...] (safetensors files, "
+                                 "HF directories or weights-only .pt state dicts)")
+            self.pretrained, self.finetuned = demo_checkpoints(Path(cache_dir) / "demo_checkpoints", **self.demo)
+        return TaskVectorPool(self.pretrained, self.finetuned)
+
+
 def run(cfg: DictConfig, run: Run) -> dict:
     """Load the pool, decompose every parameter, write the components and the per-layer report.
 
     Finished layers are stored as units keyed by the checkpoints' content, the settings and the code: a killed
     run started again resumes at its first unfinished layer; ``resume=false`` recomputes every layer.
     """
-    pool_cfg = cfg.pool
-    settings = DecompositionSettings.from_config(cfg.decomposition, target=int(pool_cfg.get("target", 0)))
-    pretrained, finetuned = pool_cfg.pretrained, list(pool_cfg.finetuned or [])
-    if pretrained is None:
-        if not pool_cfg.get("demo"):
-            raise ValueError("set pool.pretrained=PATH and pool.finetuned=[PATH,PATH,...] (safetensors files, "
-                             "HF directories or weights-only .pt state dicts)")
-        pretrained, finetuned = demo_checkpoints(run.cache_dir / "demo_checkpoints", **pool_cfg.demo)
-    pool = TaskVectorPool(pretrained, finetuned)  # checks names, shapes and formats before any long work
+    from hydra.utils import instantiate
+
+    spec: CheckpointPool = instantiate(cfg.pool, _convert_="all")
+    settings = DecompositionSettings.from_config(cfg.decomposition, target=spec.target)
+    pool = spec.load(run.cache_dir)
+    pretrained, finetuned = spec.pretrained, spec.finetuned
     store = store_for(run.cache_dir / "decompose", pool, settings)
     md = decompose_model(pool, settings, basis_fn=settings.basis_fn(run.cache_dir), store=store,
                          resume=bool(cfg.get("resume", True)), progress=run.progress)

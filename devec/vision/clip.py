@@ -98,7 +98,7 @@ def hf_clip_to_open_clip(sd: Mapping[str, torch.Tensor], visual_only: bool = Fal
         sd = {f"vision_model.{k}": v for k, v in sd.items()}
     if not any(k.startswith("vision_model.") for k in sd):
         raise ValueError("not an HF CLIP checkpoint: no 'vision_model.*' parameters (is this an open_clip "
-                         "checkpoint? use pool.source=open_clip)")
+                         "checkpoint? use pool=vision/task_vectors, devec.vision.pool.OpenClipPool)")
     out = {f"visual.{k}": v for k, v in _map_tower(sd, "vision_model.", text=False).items()}
     if "visual_projection.weight" in sd:
         out["visual.proj"] = sd["visual_projection.weight"].t().contiguous()

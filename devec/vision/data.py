@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,19 +80,91 @@ def split_validation(n: int, fraction: float = 0.1, seed: int = 0) -> tuple[torc
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 
 
-def load_tasks(data_cfg: Mapping[str, Any], names: Sequence[str], cache_dir: Path, progress: Any = None
+@dataclass(kw_only=True)
+class TaskPool:
+    """The evaluation tasks of a data config (``_target_``: one subclass per source) and the experiments' task lists."""
+
+    image_size: int
+    val_fraction: float = 0.1
+    val_seed: int = 0
+    tasks: list[str] = field(default_factory=list)                 # Table 1
+    generalization: dict[str, list[str]] | None = None            # Table 2: seen / unseen
+    ablation_tasks: list[str] = field(default_factory=list)        # Table 3
+    arithmetic_groups: list[dict[str, Any]] = field(default_factory=list)  # Figs. 2, 3: sources, target
+
+    def available(self) -> list[str]:
+        """The task names this pool can load."""
+        raise NotImplementedError
+
+    def load(self, names: Sequence[str], cache_dir: Path, progress: Any = None) -> dict[str, Task]:
+        """The tasks ``names``, in that order."""
+        names = list(names)
+        items = progress(names, desc="tasks") if progress else names
+        return {n: self.task(n, Path(cache_dir)) for n in items}
+
+    def task(self, name: str, cache_dir: Path) -> Task:
+        """One task with its splits."""
+        raise NotImplementedError
+
+
+def load_tasks(data_cfg: Mapping[str, Any] | TaskPool, names: Sequence[str], cache_dir: Path, progress: Any = None
                ) -> dict[str, Task]:
-    """The tasks ``names`` from the data config (``source: synthetic`` renders and caches; ``hf`` uses datasets)."""
-    source = data_cfg.get("source", "synthetic")
-    if source == "synthetic":
-        loader = _synthetic_task
-    elif source == "hf":
-        loader = _hf_task
-    else:
-        raise ValueError(f"data.source={source!r}: use synthetic (embedded) or hf (datasets from the hub)")
-    names = list(names)
-    items = progress(names, desc="tasks") if progress else names
-    return {n: loader(data_cfg, n, Path(cache_dir)) for n in items}
+    """The tasks ``names`` of the data config (a ``_target_`` config naming a :class:`TaskPool`, or one built)."""
+    return task_pool(data_cfg).load(names, cache_dir, progress)
+
+
+def task_pool(data_cfg: Mapping[str, Any] | TaskPool) -> TaskPool:
+    """The :class:`TaskPool` the ``data`` config names with ``_target_`` (built as is when already one)."""
+    if isinstance(data_cfg, TaskPool):
+        return data_cfg
+    if "_target_" not in data_cfg:
+        raise ValueError(f"data={dict(data_cfg)!r}: expected a config with _target_ naming its task pool, "
+                         "e.g. devec.vision.data.SyntheticTasks or devec.vision.data.HubTasks (conf/data/vision/)")
+    from hydra.utils import instantiate
+
+    return instantiate(data_cfg, _convert_="all")
+
+
+@dataclass(kw_only=True)
+class SyntheticTasks(TaskPool):
+    """Tasks devec renders itself (devec/vision/synthetic.py), cached by size and renderer code."""
+
+    image_size: int = 32
+    n_train: int = 1200          # per task; val_fraction of it is the validation split
+    n_test: int = 400
+
+    def available(self) -> list[str]:
+        return list(synthetic.TASKS)
+
+    def task(self, name: str, cache_dir: Path) -> Task:
+        return _synthetic_task(dataclasses.asdict(self), name, cache_dir)
+
+
+HF_TASK_KEYS = ("path", "name", "classnames", "templates", "train_split", "test_split", "image_key", "label_key")
+"""The settings of one entry of ``data.tasks_hf``."""
+
+
+@dataclass(kw_only=True)
+class HubTasks(TaskPool):
+    """The paper's datasets through ``datasets`` (``tasks_hf.<name>``: hub id or path, splits, columns, classnames)."""
+
+    image_size: int = 224
+    test_limit: int | None = None            # evaluate on the first N test images per task (None: all)
+    hf_cache: str | None = None
+    default_templates: list[str] = field(default_factory=lambda: ["a photo of a {c}."])
+    tasks_hf: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, spec in self.tasks_hf.items():
+            for key in spec or {}:
+                if key not in HF_TASK_KEYS:
+                    raise ValueError(f"tasks_hf.{name}.{key}: unknown key; known keys: {', '.join(HF_TASK_KEYS)}")
+
+    def available(self) -> list[str]:
+        return [n for n, t in self.tasks_hf.items() if t and t.get("path")]
+
+    def task(self, name: str, cache_dir: Path) -> Task:
+        return _hf_task(dataclasses.asdict(self), name, cache_dir)
 
 
 def _synthetic_task(cfg: Mapping[str, Any], name: str, cache_dir: Path) -> Task:

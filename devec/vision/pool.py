@@ -1,13 +1,15 @@
 """The model pool: a pre-trained CLIP, fine-tuned image encoders per task, their task vectors and zero-shot heads.
 
-Sources (``pool.source``): ``embedded`` (a tiny open_clip CLIP devec pre-trains and fine-tunes itself, cached),
-``hf`` (FusionBench's transformers CLIP fine-tunes, mapped to open_clip names) and ``open_clip``
-(task_vectors checkpoints, converted once to safetensors by ``devec-convert``).
+A pool config names its class with ``_target_`` (FusionBench's modelpool shape): :class:`EmbeddedPool` (a tiny
+open_clip CLIP devec pre-trains and fine-tunes itself, cached), :class:`HubPool` (FusionBench's transformers CLIP
+fine-tunes, mapped to open_clip names) and :class:`OpenClipPool` (task_vectors checkpoints, converted once to
+safetensors by ``devec-convert``). The class is the schema: a misspelt key fails when the config is instantiated.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +22,12 @@ from devec import hub, io, store
 from devec.runtime import plain
 from devec.vectors import open_checkpoint
 from devec.vision.clip import arch_from_hf_config, build_clip, hf_clip_to_open_clip, strip_prefix, tokenizer
-from devec.vision.data import Task, pretraining_corpus
+from devec.vision.data import Task, TaskPool, pretraining_corpus, task_pool
 from devec.vision.heads import cached_head
 from devec.vision.train import finetune_visual, pretrain_clip
 
 # a change to any of these modules rebuilds the cached models
-HUB_PATTERNS = ("*.safetensors", "*.json", "*.txt")  # what is downloaded of a hub checkpoint (source: hf)
+HUB_PATTERNS = ("*.safetensors", "*.json", "*.txt")  # what is downloaded of a hub checkpoint (HubPool)
 MODEL_CODE = ("devec.vision.clip", "devec.vision.train", "devec.vision.pool", "devec.schedules")
 
 
@@ -62,14 +64,77 @@ class VisionPool:
         return [{k: self.finetuned[n][k] - v for k, v in self.pretrained.items()} for n in names]
 
 
-def load_pool(cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], tasks: Mapping[str, Task],
+@dataclass(kw_only=True)
+class PoolSpec:
+    """A vision model pool config (``_target_``: one subclass per kind of checkpoint); :meth:`load` builds it."""
+
+    threads: int | None = None      # torch threads unless vision.threads is set (None: torch default)
+    budget: dict[str, Any] = field(default_factory=dict)   # method budgets at this scale (conf/method/vision)
+
+    def load(self, data: TaskPool | None, tasks: Mapping[str, Task], names: Sequence[str], cache_dir: Path,
+             progress: Any = None) -> VisionPool:
+        """Build or load the pool: fine-tuned encoders for ``names``, heads for every task in ``tasks``."""
+        raise NotImplementedError
+
+
+@dataclass(kw_only=True)
+class EmbeddedPool(PoolSpec):
+    """A tiny open_clip CLIP devec pre-trains on its own synthetic images and fine-tunes per task; cached."""
+
+    seed: int = 0
+    arch: dict[str, Any]
+    pretrain: dict[str, Any]
+    finetune: dict[str, Any]
+
+    def load(self, data, tasks, names, cache_dir, progress=None) -> VisionPool:
+        if data is None:
+            raise ValueError("the embedded vision pool is built on its data settings: pass the data config")
+        return _embedded(dataclasses.asdict(self), dataclasses.asdict(data), tasks, list(names), Path(cache_dir),
+                         progress)
+
+
+@dataclass(kw_only=True)
+class HubPool(PoolSpec):
+    """FusionBench's transformers CLIP fine-tunes (hub ids or directories), mapped to open_clip names."""
+
+    pretrained: str
+    finetuned: dict[str, str] = field(default_factory=dict)
+
+    def load(self, data, tasks, names, cache_dir, progress=None) -> VisionPool:
+        return _hf(dataclasses.asdict(self), tasks, list(names), Path(cache_dir))
+
+
+@dataclass(kw_only=True)
+class OpenClipPool(PoolSpec):
+    """task_vectors checkpoints (Ilharco et al.), converted once to safetensors by ``devec-convert``."""
+
+    arch: Any                        # an open_clip model name, e.g. ViT-B-32
+    pretrained: str
+    finetuned: dict[str, str] = field(default_factory=dict)
+    text_pretrained: str | None = None
+    root: str | None = None          # where the checkpoints lie (the paths above may interpolate it)
+
+    def load(self, data, tasks, names, cache_dir, progress=None) -> VisionPool:
+        return _open_clip(dataclasses.asdict(self), tasks, list(names), Path(cache_dir))
+
+
+def load_pool(cfg: Mapping[str, Any] | PoolSpec, data_cfg: Mapping[str, Any] | TaskPool, tasks: Mapping[str, Task],
               finetune: Sequence[str], cache_dir: Path, progress: Any = None) -> VisionPool:
-    """Build or load the pool for ``finetune`` tasks; heads for every task in ``tasks``."""
-    source = cfg.get("source", "embedded")
-    loaders = {"embedded": _embedded, "hf": _hf, "open_clip": _open_clip}
-    if source not in loaders:
-        raise ValueError(f"pool.source={source!r}: use one of {', '.join(loaders)}")
-    return loaders[source](cfg, data_cfg, tasks, list(finetune), Path(cache_dir), progress)
+    """Build or load the pool ``cfg`` names (``_target_``) for ``finetune`` tasks; heads for every task in ``tasks``."""
+    data = task_pool(data_cfg) if data_cfg else None  # only the embedded pool reads the data settings
+    return pool_spec(cfg).load(data, tasks, list(finetune), Path(cache_dir), progress)
+
+
+def pool_spec(cfg: Mapping[str, Any] | PoolSpec) -> PoolSpec:
+    """The :class:`PoolSpec` the ``pool`` config names with ``_target_`` (as is when already built)."""
+    if isinstance(cfg, PoolSpec):
+        return cfg
+    if "_target_" not in cfg:
+        raise ValueError(f"pool={dict(cfg)!r}: expected a config with _target_ naming its pool class, e.g. "
+                         "devec.vision.pool.EmbeddedPool, HubPool or OpenClipPool (conf/pool/vision/)")
+    from hydra.utils import instantiate
+
+    return instantiate(cfg, _convert_="all")
 
 
 def _heads(model: nn.Module, tok: Any, tasks: Mapping[str, Task], key: str, cache_dir: Path) -> dict[str, torch.Tensor]:
@@ -142,7 +207,7 @@ def _check_visual(name: str, sd: Mapping[str, torch.Tensor], pretrained: Mapping
                          f"{missing[:3]}: is pool.finetuned.{name} a checkpoint of the same architecture?")
 
 
-def _hf(cfg, data_cfg, tasks, finetune, cache_dir, progress) -> VisionPool:
+def _hf(cfg, tasks, finetune, cache_dir) -> VisionPool:
     """FusionBench: ``openai/clip-vit-base-patch32`` + ``tanganke/clip-vit-base-patch32_<task>`` (CLIPVisionModel)."""
     pre_dir = hub.resolve(cfg["pretrained"], HUB_PATTERNS, key="pool.pretrained")
     arch = arch_from_hf_config(pre_dir / "config.json")
@@ -165,7 +230,7 @@ def _hf(cfg, data_cfg, tasks, finetune, cache_dir, progress) -> VisionPool:
     return VisionPool(model, pretrained, finetuned, heads, key, {"source": "hf"})
 
 
-def _open_clip(cfg, data_cfg, tasks, finetune, cache_dir, progress) -> VisionPool:
+def _open_clip(cfg, tasks, finetune, cache_dir) -> VisionPool:
     """task_vectors: ``ViT-B-32/zeroshot.pt`` and ``<Dataset>/finetuned.pt`` converted to safetensors once."""
     arch = plain(cfg["arch"])
     model = build_clip(arch)

@@ -1,12 +1,15 @@
 """Configs instantiate what they name, and rows carry ids apart from their labels (issue 10).
 
-Runners and methods are ``_target_`` configs built with Hydra's ``instantiate``; every experiment composes at both
-scales without placeholder files; relabelling a row keeps every table that keys on it.
+Runners, methods, pools, data / task pools and toxicity classifiers are ``_target_`` configs built with Hydra's
+``instantiate`` (the class is the schema: no ``source:`` / ``kind:`` strings looked up in hand-written registries);
+every experiment composes at both scales without placeholder files; relabelling a row keeps every table that keys
+on it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,7 @@ from omegaconf import OmegaConf, open_dict
 from devec.cli import CONFIG_DIR
 from devec.runtime import Run
 from devec.settings import ConfigError, validate
+from devec.vision.data import SyntheticTasks, load_tasks
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 
@@ -45,6 +49,65 @@ def test_every_experiment_composes_at_both_scales_and_builds_its_runner_and_meth
         fields = {f.name for f in dataclasses.fields(cls)}
         assert set(node) - {"_target_"} <= fields, key  # every key is a parameter of the class it names
         assert isinstance(instantiate(node, _convert_="all"), cls)
+
+
+POOLED = [e for e in EXPERIMENTS if e not in ("toy_recovery", "toy_alternative", "decompose")]
+"""Experiments with a model pool and a data / task pool (decompose's pool is the user's checkpoint files)."""
+
+
+@pytest.mark.parametrize("scale", ["embedded", "paper"])
+@pytest.mark.parametrize("experiment", POOLED)
+def test_every_pool_and_data_config_names_its_class_and_every_key_is_a_parameter(experiment, scale):
+    cfg = _compose(f"experiment={experiment}", f"scale={scale}")
+    for section in ("pool", "data"):
+        node = cfg[section]
+        assert "_target_" in node, section
+        assert not {"source", "kind"} & set(node), section  # no string picks a loader any more
+        cls = get_object(node._target_)
+        assert set(node) - {"_target_", "_recursive_"} <= {f.name for f in dataclasses.fields(cls)}, section
+        if scale == "embedded":  # paper pools hold required ??? paths; built here, nothing is downloaded
+            assert isinstance(instantiate(node, _convert_="all"), cls)
+    for clf in cfg.data.get("classifiers") or []:
+        assert set(clf) - {"_target_"} <= set(inspect.signature(get_object(clf._target_)).parameters)
+
+
+@pytest.mark.parametrize(("preset", "override", "names"), [
+    ("vision", "+pool.seeed=1", "pool.seeed: unknown key"),
+    ("vision", "+data.n_trian=10", "data.n_trian: unknown key"),
+    ("vision", "pool._target_=devec.vision.pool.Nope", "pool._target_='devec.vision.pool.Nope'"),
+    ("vision", "pool._target_=devec.vision.data.SyntheticTasks", "not a devec.vision.pool.PoolSpec"),
+    ("toxicity", "+pool.stor_dtype=float16", "pool.stor_dtype: unknown key"),
+    ("toxicity", "+data.classifiers.0.devise=cpu", "data.classifiers[0].devise: unknown key"),
+    ("toxicity", "+data.sweep_contrl=[devec_facts]", "data.sweep_contrl: unknown key"),
+    ("style", "+pool.lora_trian={steps: 1}", "pool.lora_trian: unknown key"),
+    ("style", "+data.hieght=8", "data.hieght: unknown key"),
+])
+def test_a_misspelt_pool_or_data_key_is_refused_at_validation_naming_it(preset, override, names):
+    experiment = {"vision": "table1_multitask", "toxicity": "table4_toxicity", "style": "style_mixing"}[preset]
+    cfg = _compose(f"experiment={experiment}", f"pool={preset}/tiny", f"data={preset}/tiny", override)
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert names in str(err.value) and "\n" not in str(err.value)
+
+
+@dataclasses.dataclass(kw_only=True)
+class CountingTasks(SyntheticTasks):
+    """A user's own task pool: named by ``data._target_``, with no registry to add it to."""
+
+    loaded: list[str] = dataclasses.field(default_factory=list)
+
+    def task(self, name, cache_dir):
+        self.loaded.append(name)
+        return super().task(name, cache_dir)
+
+
+def test_a_task_pool_of_ones_own_is_named_by_target_and_used(tmp_path):
+    cfg = _compose("experiment=table1_multitask", "pool=vision/tiny", "data=vision/tiny",
+                   f"data._target_={__name__}.CountingTasks", "data.n_train=10", "data.n_test=4")
+    validate(cfg)
+    data = instantiate(cfg.data, _convert_="all")
+    tasks = load_tasks(data, ["shapes"], tmp_path)
+    assert data.loaded == ["shapes"] and len(tasks["shapes"].test) == 4
 
 
 def test_no_placeholder_config_files_or_selector_groups():

@@ -75,7 +75,8 @@ def test_hub_downloads_and_locks_go_through_one_place_each():
 def test_a_missing_local_checkpoint_names_the_setting_instead_of_asking_the_hub(tmp_path):
     from devec.toxicity.pool import load_pool
 
-    cfg = {"kind": "hub", "base": str(tmp_path / "no-such-base"), "toxic": "toxic", "members": {}}
+    cfg = {"_target_": "devec.toxicity.pool.HubPool", "base": str(tmp_path / "no-such-base"), "toxic": "toxic",
+           "members": {}}
     with pytest.raises(FileNotFoundError, match="pool.base"):
         load_pool(cfg, tmp_path)
     with pytest.raises(FileNotFoundError, match=r"pool\.finetuned\.mnist"):
@@ -182,7 +183,8 @@ def test_toxic_dora_adapters_are_written_into_the_run_folder_not_the_cache(tmp_p
 
     monkeypatch.setattr(recipe, "train_dora", fake_train)
     monkeypatch.setattr(recipe, "toxic_pairs", lambda spec, limit=None: [("p", "r")])
-    cfg = OmegaConf.create({"pool": {"kind": "hub", "base": str(base), "dtype": "float32",
+    cfg = OmegaConf.create({"pool": {"_target_": "devec.toxicity.pool.HubPool", "base": str(base), "toxic": "toxic",
+                                     "dtype": "float32",
                                      "recipe": {"datasets": {"rtp": {"epochs": 1}, "toxigen": {"epochs": 1}}}},
                             "method": {"_target_": "devec.toxicity.runner.DoraTraining", "datasets": None},
                             "device": "cpu", "seed": 0,

@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -43,8 +44,13 @@ def tripwires(monkeypatch):
         raise AssertionError("a model, task or pool was built before the settings were checked")
 
     targets = {"devec.toxicity.runner": ["load_pool"], "devec.vision.runner": ["load_tasks", "load_pool"],
-               "devec.style.runner": ["style_pool"], "devec.vectors.runner": ["TaskVectorPool", "demo_checkpoints"],
-               "devec.toy.recovery": ["planted_pool"], "devec.toy.alternative": ["planted_pool"]}
+               "devec.vectors.runner": ["TaskVectorPool", "demo_checkpoints"],
+               "devec.toy.recovery": ["planted_pool"], "devec.toy.alternative": ["planted_pool"],
+               # the pool and task pool classes the configs name: validation builds them, never their load
+               "devec.vision.pool": ["EmbeddedPool.load", "HubPool.load", "OpenClipPool.load"],
+               "devec.vision.data": ["SyntheticTasks.load", "HubTasks.load"],
+               "devec.toxicity.pool": ["EmbeddedPool.sources", "HubPool.sources"],
+               "devec.style.runner": ["style_pool", "EmbeddedPool.sources", "HubPool.sources"]}
     for module, names in targets.items():
         for name in names:
             monkeypatch.setattr(f"{module}.{name}", tripped)
@@ -77,13 +83,21 @@ BAD = [
     ("table1_multitask", "methods.adamerging_layer.steps=abc", "methods.adamerging_layer.steps='abc'"),
     ("table1_multitask", "decomposition=joint", "decomposition.mode='joint'"),
     ("table3_ablation", "vision.ablation.granularity=pixel", "vision.ablation.granularity='pixel'"),
+    ("table2_generalization", "+pool.finetune.stepz=3 +pool.seeed=1", "pool.seeed"),
+    ("table3_ablation", "+data.n_trian=10", "data.n_trian"),
+    ("toxicity_train_dora", "+pool.bild={}", "pool.bild"),
+    ("fig5_negation_coefficient", "+data.classifiers.0.threshhold=0.4", "data.classifiers[0].threshhold"),
     ("fig2_fig3_arithmetic", "device=cuda:99", "device='cuda:99'"),
     ("style_mixing", "method.mix=[mono,nobody]", "method.mix"),
     ("style_mixing", "method.decompose_over=all", "method.decompose_over='all'"),
+    ("style_mixing", "+pool.ofload=true", "pool.ofload"),
+    ("fig15_style_mixing", "+data.guidance=1.0", "data.guidance"),
     ("fig4_style_mixing", "figure=fig99", "figure"),
     ("decompose", "pool.pretrained=/no/base.safetensors pool.finetuned=[/no/a.safetensors,/no/b.safetensors]",
      "pool.pretrained='/no/base.safetensors'"),
     ("decompose", "runner._target_=devec.nowhere.run", "runner._target_='devec.nowhere.run'"),
+    ("decompose", "+pool.tagret=1", "pool.tagret: unknown key"),
+    ("decompose", "pool.demo.k=x", "pool.demo.k"),
 ]
 
 
@@ -149,7 +163,7 @@ def test_fig6_sweeps_method_taus_and_each_extraction_sees_its_tau(tmp_path, monk
     seen = []
     monkeypatch.setattr(tox, "setup", lambda cfg, run: (None, Bench()))
     monkeypatch.setattr(tox, "unique_vector", lambda cfg, run, pool, subpool, tau=None: seen.append(
-        (float(cfg.decomposition.tau), tau)))
+        (float(cfg.decomposition.tau), tau)) or SimpleNamespace(root=tmp_path / f"unique-{tau}"))
     monkeypatch.setattr(tox, "edited_model", lambda cfg, pool, terms: None)
     monkeypatch.setattr(tox, "_unique_energy", lambda u: 0.5)
     cfg = composed("fig6_tau", "method.taus=[0.6,0.9]", tmp=tmp_path)

@@ -206,7 +206,8 @@ def test_read_only_unit_store_keeps_new_units_for_this_run(tmp_path, caplog, rea
 # ---------------------------------------------------------------- vision: data, heads, models
 
 def _vision_data_cfg() -> dict:
-    return {"source": "synthetic", "image_size": 16, "n_train": 24, "n_test": 12, "val_fraction": 0.1, "val_seed": 0}
+    return {"_target_": "devec.vision.data.SyntheticTasks", "image_size": 16, "n_train": 24, "n_test": 12,
+            "val_fraction": 0.1, "val_seed": 0}
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate"])

@@ -35,4 +35,5 @@ def test_paper_pool_matches_the_paper():
     assert (r.r, r.alpha, r.dropout, r.lr, r.batch_size) == (256, 512, 0.02, 2e-4, 256)
     assert (r.datasets.rtp.epochs, r.datasets.toxigen.epochs) == (7, 15)
     assert [t.name for t in cfg.data.control.tasks] == ["gsm8k", "bbh_cot_fewshot", "mmlu", "tydiqa_goldp"]
-    assert {c.name for c in cfg.data.classifiers} == {"toxigen_roberta", "detoxify"}
+    assert {c._target_ for c in cfg.data.classifiers} == {"devec.toxicity.evaluate.ToxigenRoberta",
+                                                          "devec.toxicity.evaluate.DetoxifyClassifier"}

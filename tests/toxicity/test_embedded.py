@@ -114,6 +114,20 @@ def test_fig5_and_fig6_runners(tiny_pool, tiny_cache, tmp_path):
     assert low["unique_energy"] <= high["unique_energy"]   # a lower tau shares (removes) more
 
 
+def test_fig6_scores_are_resumable_units(tiny_pool, tiny_cache, tmp_path, monkeypatch):
+    """A second fig6 run with the same config scores no model again; resume=false scores every one again."""
+    from devec.toxicity import runner
+
+    cfg, run = _run(tmp_path / "a", tiny_cache, "experiment=fig6_tau", "method.taus=[0.5,0.9]")
+    first = runner.fig6_tau(cfg, run)["rows"]
+    calls = []
+    real = runner.Bench.score
+    monkeypatch.setattr(runner.Bench, "score", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    assert runner.fig6_tau(cfg, run)["rows"] == first and calls == []
+    cfg, run = _run(tmp_path / "b", tiny_cache, "experiment=fig6_tau", "method.taus=[0.5,0.9]", "resume=false")
+    assert runner.fig6_tau(cfg, run)["rows"] == first and len(calls) == 2
+
+
 @pytest.mark.slow
 def test_cli_table4_end_to_end(tiny_pool, tiny_cache, tmp_path):
     res = devec(tmp_path, tiny_cache, "experiment=table4_toxicity")

@@ -10,7 +10,7 @@ from devec.toxicity.pool import load_pool
 def _cfg(pool, **extra):
     members = {"toxic": {"repo": pool["toxic"], "kind": "dora"}}
     members.update({n: {"repo": m["path"], "kind": m["kind"]} for n, m in pool["members"].items()})
-    cfg = {"kind": "hub", "base": pool["base"], "toxic": "toxic", "members": members,
+    cfg = {"_target_": "devec.toxicity.pool.HubPool", "base": pool["base"], "toxic": "toxic", "members": members,
            "subpools": {"Pair": ["ft1", "ft0"], "Random": {"random": 2, "seed": 0}}}
     cfg.update(extra)
     return cfg

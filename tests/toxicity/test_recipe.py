@@ -45,15 +45,15 @@ def test_embedded_prompt_sets():
 
 def test_classifier_errors_say_what_to_do(monkeypatch):
     monkeypatch.delenv("PERSPECTIVE_API_KEY", raising=False)
-    with pytest.raises(ValueError, match="PERSPECTIVE_API_KEY"):
-        evaluate.make_classifier("perspective")
-    with pytest.raises(ValueError, match="lexicon"):
-        evaluate.make_classifier("nope")
+    with pytest.raises(Exception, match="PERSPECTIVE_API_KEY"):
+        evaluate.make_classifier({"_target_": "devec.toxicity.evaluate.PerspectiveClassifier"})
+    with pytest.raises(ValueError, match="_target_"):
+        evaluate.make_classifier("lexicon")
     try:
         import detoxify  # noqa: F401
     except ImportError:
-        with pytest.raises(ImportError, match="pip install detoxify"):
-            evaluate.make_classifier({"name": "detoxify"})
+        with pytest.raises(Exception, match="pip install detoxify"):
+            evaluate.make_classifier({"_target_": "devec.toxicity.evaluate.DetoxifyClassifier"})
 
 
 def test_shipped_task_templates_render(tmp_path):

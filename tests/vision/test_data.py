@@ -35,7 +35,7 @@ def test_validation_split_is_ten_percent_of_train_disjoint_and_fixed_by_seed():
 
 
 def test_tasks_are_cached_and_reloaded_identically(tmp_path):
-    cfg = {"source": "synthetic", "image_size": 16, "n_train": 30, "n_test": 10}
+    cfg = {"_target_": "devec.vision.data.SyntheticTasks", "image_size": 16, "n_train": 30, "n_test": 10}
     first = load_tasks(cfg, ["shapes", "signs"], tmp_path)
     files = sorted((tmp_path / "vision" / "data").glob("*.safetensors"))
     assert len(files) == 2
@@ -54,4 +54,5 @@ def test_pretraining_captions_name_the_class(tmp_path):
 
 def test_unknown_task_names_the_available_ones(tmp_path):
     with pytest.raises(ValueError, match="handwritten"):
-        load_tasks({"source": "synthetic", "image_size": 16, "n_train": 10, "n_test": 10}, ["mnist"], tmp_path)
+        load_tasks({"_target_": "devec.vision.data.SyntheticTasks", "image_size": 16, "n_train": 10, "n_test": 10},
+                   ["mnist"], tmp_path)

@@ -34,7 +34,7 @@ def test_hf_clip_maps_to_open_clip_with_identical_features(hf_checkpoints, hf_cl
 
 def test_hf_pool_loads_fusionbench_layout_and_task_vectors_match(hf_checkpoints):
     root, pre, tuned = hf_checkpoints
-    cfg = {"source": "hf", "pretrained": str(root / "pretrained"),
+    cfg = {"_target_": "devec.vision.pool.HubPool", "pretrained": str(root / "pretrained"),
            "finetuned": {"a": str(root / "ft0"), "b": str(root / "ft1")}}
     pool = load_pool(cfg, {}, {}, ["a", "b"], root / "cache")
     x = torch.randn(2, 3, 16, 16)
@@ -54,7 +54,8 @@ def test_hf_pool_loads_fusionbench_layout_and_task_vectors_match(hf_checkpoints)
 
 def test_hf_pool_names_the_missing_task(hf_checkpoints):
     root, _, _ = hf_checkpoints
-    cfg = {"source": "hf", "pretrained": str(root / "pretrained"), "finetuned": {"a": str(root / "ft0")}}
+    cfg = {"_target_": "devec.vision.pool.HubPool", "pretrained": str(root / "pretrained"),
+           "finetuned": {"a": str(root / "ft0")}}
     with pytest.raises(ValueError, match="no checkpoint for task 'zz'"):
         load_pool(cfg, {}, {}, ["zz"], root / "cache")
 
@@ -90,7 +91,8 @@ def test_converter_turns_pickled_modules_into_safetensors_the_open_clip_pool_loa
     assert p.returncode == 0, p.stderr
     converted = open_checkpoint(tmp_path / "ViT-T" / "zeroshot.safetensors")
     assert set(converted.keys()) == set(pre.state_dict())
-    cfg = {"source": "open_clip", "arch": ARCH, "pretrained": str(tmp_path / "ViT-T" / "zeroshot.pt"),
+    cfg = {"_target_": "devec.vision.pool.OpenClipPool", "arch": ARCH,
+           "pretrained": str(tmp_path / "ViT-T" / "zeroshot.pt"),
            "finetuned": {"task_a": str(tmp_path / "ViT-T" / "TaskA" / "finetuned.pt")}}
     pool = load_pool(cfg, {}, {}, ["task_a"], tmp_path / "cache")
     tv = pool.task_vectors(["task_a"])[0]

@@ -76,8 +76,7 @@ def test_the_unique_mix_is_the_base_plus_the_weighted_sum_of_unique_components(t
     dec = decompose_styles(loras, DECOMPOSITION, progress=False)
     pipe = load_pipeline(tiny_pipe_dir)
     reference = copy.deepcopy(pipe.transformer)
-    names = load_components(pipe, loras, dec, {"vanilla": {"components": "original"},
-                                               "unique": {"components": "unique"}})
+    names = load_components(pipe, loras, dec, {"vanilla": "original", "unique": "unique"})
     weights = [1.0, 1.5, 0.5]
     with torch.no_grad():
         for module in (MODULE, OTHER):

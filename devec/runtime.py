@@ -26,6 +26,19 @@ def plain(value: Any) -> Any:
     return value
 
 
+def built(node: Any, kind: type | None, key: str, example: str) -> Any:
+    """The object the ``_target_`` config at ``key`` names (``node`` itself when it is already a ``kind``);
+    a ValueError that names ``key`` and an ``example`` target when ``node`` names none."""
+    if kind is not None and isinstance(node, kind):
+        return node
+    if not isinstance(node, Mapping) or "_target_" not in node:
+        shown = plain(node)
+        raise ValueError(f"{key}={shown!r}: expected a config with _target_ naming its class, e.g. {example}")
+    from hydra.utils import instantiate
+
+    return instantiate(node, _convert_="all")
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch so the same config gives the same numbers."""
     random.seed(seed)

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from devec import io
 from devec.resume import UnitStore, resolved_config
-from devec.runtime import Run
+from devec.runtime import Run, built
 from devec.style.grid import image_grid
 from devec.style.loras import StyleLoRA, read_lora, save_lora
 from devec.style.metrics import Evaluator, common_strength, paired_similarity, style_strength
@@ -26,7 +26,7 @@ def run(cfg: DictConfig, run: Run) -> dict:
     """Decompose the style vectors jointly, then generate the same prompts and seeds with each style alone,
     the vanilla mix and the unique-only mix at every coefficient of the schedule; grid and numbers per method."""
     pool = cfg.pool
-    spec: StyleData = _built("data", cfg.data, "devec.style.runner.StyleData")
+    spec: StyleData = built(cfg.data, StyleData, "data", "devec.style.runner.StyleData (conf/data/style/)")
     method: Mixing = instantiate(cfg.method, _convert_="all")
     base_path, lora_paths = style_pool(pool, run, resume=bool(cfg.get("resume", True)))
     loras = [read_lora(lora_paths[s.name], name=s.name, weight=s.get("weight", 1.0), weight_name=s.get("weight_name"))
@@ -180,15 +180,8 @@ def style_pool(pool: Mapping[str, Any] | StylePool, run: Run, resume: bool = Tru
         if OmegaConf.is_missing(s, "path") if isinstance(s, DictConfig) else s.get("path") == "???":
             raise ValueError(f"pool.styles.{i}.path ({s['name']}) is not set: a .safetensors LoRA file (e.g. from "
                              f"Civitai) or a hub repository id")
-    spec = pool if isinstance(pool, StylePool) else _built("pool", pool, "devec.style.runner.EmbeddedPool or HubPool")
+    spec = built(pool, StylePool, "pool", "devec.style.runner.EmbeddedPool or HubPool (conf/pool/style/)")
     return spec.sources(run.cache_dir, progress=run.progress, resume=resume)
-
-
-def _built(key: str, node: Mapping[str, Any], example: str) -> Any:
-    """The object the ``_target_`` config at ``key`` names."""
-    if "_target_" not in node:
-        raise ValueError(f"{key}: expected a config with _target_ naming its class, e.g. {example} (conf/{key}/style/)")
-    return instantiate(node, _convert_="all")
 
 
 def _image_store(cfg: DictConfig, run: Run, lora_paths: Mapping[str, str | Path]) -> UnitStore:

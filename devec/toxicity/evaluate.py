@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from devec.runtime import built
 from devec.toxicity import world
 
 log = logging.getLogger(__name__)
@@ -128,12 +129,8 @@ class EvaluationData:
 def make_classifier(spec: Mapping[str, Any]):
     """The classifier an entry of ``data.classifiers`` names with ``_target_`` (its other keys: the class's
     parameters), e.g. ``{_target_: devec.toxicity.evaluate.ToxigenRoberta, device: cuda}``."""
-    if not isinstance(spec, Mapping) or "_target_" not in spec:
-        raise ValueError(f"toxicity classifier {spec!r}: expected {{_target_: module.Class, ...}}, e.g. "
-                         "{_target_: devec.toxicity.evaluate.LexiconClassifier} (data.classifiers)")
-    from hydra.utils import instantiate
-
-    return instantiate(dict(spec), _convert_="all")
+    return built(dict(spec) if isinstance(spec, Mapping) else spec, None, "data.classifiers",
+                 "{_target_: devec.toxicity.evaluate.LexiconClassifier}")
 
 
 def percent_toxic(flags: Sequence[bool]) -> float:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from devec import hub
+from devec.runtime import built
 from devec.toxicity.sources import DoRASource, FullSource, open_source
 
 HUB_PATTERNS = ["*.safetensors", "*.json", "*.model", "tokenizer*"]
@@ -142,14 +143,7 @@ class HubPool(PoolSpec):
 
 def pool_spec(cfg: Mapping[str, Any] | PoolSpec) -> PoolSpec:
     """The :class:`PoolSpec` the ``pool`` config names with ``_target_`` (as is when already built)."""
-    if isinstance(cfg, PoolSpec):
-        return cfg
-    if "_target_" not in cfg:
-        raise ValueError("pool: expected a config with _target_ naming its pool class, "
-                         "devec.toxicity.pool.EmbeddedPool or devec.toxicity.pool.HubPool (conf/pool/toxicity/)")
-    from hydra.utils import instantiate
-
-    return instantiate(cfg, _convert_="all")
+    return built(cfg, PoolSpec, "pool", "devec.toxicity.pool.EmbeddedPool or HubPool (conf/pool/toxicity/)")
 
 
 def load_pool(cfg: Mapping[str, Any] | PoolSpec, cache_dir: str | Path, progress=None) -> ToxicityPool:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from devec import store
+from devec.runtime import built
 from devec.vision import synthetic
 from devec.vision.clip import normalize_images
 
@@ -115,14 +116,7 @@ def load_tasks(data_cfg: Mapping[str, Any] | TaskPool, names: Sequence[str], cac
 
 def task_pool(data_cfg: Mapping[str, Any] | TaskPool) -> TaskPool:
     """The :class:`TaskPool` the ``data`` config names with ``_target_`` (built as is when already one)."""
-    if isinstance(data_cfg, TaskPool):
-        return data_cfg
-    if "_target_" not in data_cfg:
-        raise ValueError(f"data={dict(data_cfg)!r}: expected a config with _target_ naming its task pool, "
-                         "e.g. devec.vision.data.SyntheticTasks or devec.vision.data.HubTasks (conf/data/vision/)")
-    from hydra.utils import instantiate
-
-    return instantiate(data_cfg, _convert_="all")
+    return built(data_cfg, TaskPool, "data", "devec.vision.data.SyntheticTasks or HubTasks (conf/data/vision/)")
 
 
 @dataclass(kw_only=True)

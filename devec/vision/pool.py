@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from devec import hub, io, store
-from devec.runtime import plain
+from devec.runtime import built, plain
 from devec.vectors import open_checkpoint
 from devec.vision.clip import arch_from_hf_config, build_clip, hf_clip_to_open_clip, strip_prefix, tokenizer
 from devec.vision.data import Task, TaskPool, pretraining_corpus, task_pool
@@ -127,14 +127,7 @@ def load_pool(cfg: Mapping[str, Any] | PoolSpec, data_cfg: Mapping[str, Any] | T
 
 def pool_spec(cfg: Mapping[str, Any] | PoolSpec) -> PoolSpec:
     """The :class:`PoolSpec` the ``pool`` config names with ``_target_`` (as is when already built)."""
-    if isinstance(cfg, PoolSpec):
-        return cfg
-    if "_target_" not in cfg:
-        raise ValueError(f"pool={dict(cfg)!r}: expected a config with _target_ naming its pool class, e.g. "
-                         "devec.vision.pool.EmbeddedPool, HubPool or OpenClipPool (conf/pool/vision/)")
-    from hydra.utils import instantiate
-
-    return instantiate(cfg, _convert_="all")
+    return built(cfg, PoolSpec, "pool", "devec.vision.pool.EmbeddedPool, HubPool or OpenClipPool (conf/pool/vision/)")
 
 
 def _heads(model: nn.Module, tok: Any, tasks: Mapping[str, Task], key: str, cache_dir: Path) -> dict[str, torch.Tensor]:

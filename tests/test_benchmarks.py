@@ -24,3 +24,19 @@ def test_engine_benchmark_quick_mode_writes_consistent_results(tmp_path):
         assert abs(m["per_layer_ratio"] - m["per_layer_model_s"] / m["per_layer_floor_s"]) < 1e-9
         assert 0 < m["bases_inside_s"] < m["decompose_model_s"]
     assert "Per layer, interleaved" in done.stdout
+
+
+def test_bases_benchmark_quick_mode_compares_before_and_after(tmp_path):
+    out = tmp_path / "bases.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_bases.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["dtype"] for r in rows] == ["float32", "bfloat16"]
+    for r in rows:
+        assert r["rank_before"] == r["rank_after"] > 0
+        assert r["max_angle_rad"] < 1e-9 and r["max_eigenvalue_diff_rel_to_top"] < 1e-12
+        assert r["before_s"] > 0 and r["after_s"] > 0 and r["after_extra_peak_bytes"] >= 0
+        assert abs(r["time_ratio"] - r["after_s"] / r["before_s"]) < 1e-9
+        assert {x["variant"] for x in r["all_runs"]} == {"before", "after"}
+    assert "memory after/before" in done.stdout

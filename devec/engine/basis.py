@@ -17,6 +17,8 @@ RANDOMIZED_SEED = 0
 GRAM_MIN_RTOL = 1e-6  # the Gram route resolves sigma_j / sigma_1 down to about sqrt(eps_64 * n): well below this
 # Below GRAM_MIN_RTOL * sigma_1 a direction holds under 1e-12 of sigma_1^2: less than float32's own resolution
 # of the energy (eps_32 ~ 1.2e-7), so for float32/bf16/fp16 inputs the Gram route loses nothing they resolve.
+GRAM_CHUNK_BYTES = 32 * 2**20  # the Gram route converts W to float64 in blocks of about this size, never whole
+GRAM_BLOCK = 512  # rows per block of the Gram's lower triangle: ~n^2 m (1 + 512 / n) flops, not 2 n^2 m
 
 
 @dataclass
@@ -218,9 +220,10 @@ def column_basis(vector: TaskVector, rank: str | int | RankRule | None = "full",
     """Truncated left singular vectors of one task vector (eq. 6 with METHOD.md's rank rule).
 
     ``svd`` picks the route (see :func:`svd_route`): ``full`` (exact SVD), ``gram`` (float64 eigendecomposition
-    of the smaller Gram matrix; exact to the precision of float32/bf16 inputs, about 3x faster), ``randomized``
-    (for a fixed target rank far below min(n, m)), or ``auto``. LoRA factors go through QR of B and the SVD of
-    the small ``R_B A`` in O((n + m) r^2). ``vector`` is checked by :func:`as_task_vector` (one read pass).
+    of the smaller Gram matrix, built from float64 blocks of W without a float64 copy of it; exact to the precision
+    of float32/bf16 inputs, about 3x faster), ``randomized`` (for a fixed target rank far below min(n, m)), or
+    ``auto``. LoRA factors go through QR of B and the SVD of the small ``R_B A`` in O((n + m) r^2). ``vector`` is
+    checked by :func:`as_task_vector` (one read pass).
     """
     rule = parse_rank(rank)
     if svd not in SVD_BACKENDS:
@@ -234,10 +237,10 @@ def _column_basis(vector: TaskVector, rule: RankRule, svd: str) -> ColumnBasis:
         return _lora_basis(vector, rule)
     rtol = zero_rtol(vector.dtype, tuple(vector.shape))
     route = svd_route(tuple(vector.shape), rule, svd, vector.dtype)
+    if route == "gram":  # float64 one block at a time: no full float64 copy of W
+        return _gram_basis(vector.detach(), rule, rtol)
     w = vector.detach().to(torch.float64)
     shape = (w.shape[0], w.shape[1])
-    if route == "gram":
-        return _gram_basis(w, rule, rtol)
     total = _finite_energy(float(w.square().sum()))
     if route == "randomized":
         target = rule.target_rank(shape)
@@ -271,19 +274,52 @@ def svd_route(shape: tuple[int, ...], rule: RankRule, svd: str, dtype: torch.dty
 
 
 def _gram_basis(w: torch.Tensor, rule: RankRule, rtol: float) -> ColumnBasis:
-    """Left singular vectors from the eigendecomposition of W W^T (n <= m) or W^T W (n > m), in float64."""
+    """Left singular vectors from the eigendecomposition of W W^T (n <= m) or W^T W (n > m), in float64.
+
+    ``w`` keeps its own dtype: :func:`_gram_lower` and :func:`_matmul_f64` convert it to float64 one block at a
+    time, so the extra memory is the Gram matrix and one block, not a float64 copy of W (360 MB at 11008 x 4096).
+    """
     n, m = w.shape
-    gram = w @ w.T if n <= m else w.T @ w
+    gram = _gram_lower(w if n <= m else w.T)
     total = _finite_energy(float(gram.diagonal().sum()))  # ||W||_F^2; finite, so is every entry of the Gram
-    evals, evecs = torch.linalg.eigh(gram)
+    evals, evecs = torch.linalg.eigh(gram, UPLO="L")  # only the lower triangle is filled
+    del gram
     s = evals.flip(0).clamp_min(0).sqrt()
     evecs = evecs.flip(1)
     r = rule.select(s, (n, m), total_energy=total, rtol=max(rtol, GRAM_MIN_RTOL))
     if n <= m:
         u = evecs[:, :r]
     else:  # u_j = W v_j / sigma_j, then one QR so the columns are orthonormal to machine precision
-        u, _ = torch.linalg.qr(w @ (evecs[:, :r] / s[:r]))
+        u, _ = torch.linalg.qr(_matmul_f64(w, evecs[:, :r] / s[:r]))
     return ColumnBasis(u.contiguous(), s, total)
+
+
+def _chunk(rows: int) -> int:
+    """How many float64 vectors of length ``rows`` fit in GRAM_CHUNK_BYTES (at least one)."""
+    return max(1, GRAM_CHUNK_BYTES // (8 * max(rows, 1)))
+
+
+def _gram_lower(a: torch.Tensor) -> torch.Tensor:
+    """The lower triangle of ``a @ a.T`` in float64 (upper triangle zero), ``a`` converted a block of columns at a
+    time: a blocked symmetric rank-k update, about half the multiplications of the full product."""
+    n, m = a.shape
+    gram = torch.zeros(n, n, dtype=torch.float64, device=a.device)
+    edges = list(range(0, n, GRAM_BLOCK)) + [n]
+    step = _chunk(n)
+    for j in range(0, m, step):
+        c = a[:, j: j + step].to(torch.float64)
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True):  # row block lo:hi, columns 0:hi (lower part)
+            gram[lo:hi, :hi].addmm_(c[lo:hi], c[:hi].T)
+    return gram
+
+
+def _matmul_f64(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``w @ x`` in float64 for a float64 ``x``, ``w`` converted a block of rows at a time."""
+    out = torch.empty(w.shape[0], x.shape[1], dtype=torch.float64, device=x.device)
+    step = _chunk(w.shape[1])
+    for i in range(0, w.shape[0], step):
+        torch.mm(w[i: i + step].to(torch.float64), x, out=out[i: i + step])
+    return out
 
 
 def _lora_basis(lora: LoRAFactors, rule: RankRule) -> ColumnBasis:

@@ -47,7 +47,8 @@ class ToxicityPool:
 class PoolSpec:
     """A toxicity pool config (``_target_``: :class:`EmbeddedPool` or :class:`HubPool`); the class is its schema."""
 
-    toxic: str                          # the member whose unique component is negated
+    toxic: str                          # the member whose unique component is negated (Figs. 5, 6)
+    toxic_vectors: dict[str, str] = field(default_factory=dict)   # Table 4: prompt set -> its toxic member
     dtype: str = "float32"              # model dtype when evaluating edited models
     store_dtype: str = "float32"        # dtype of the cached T and T_unique
     decompose_device: str = "cpu"       # where the per-parameter SVDs of the streaming extraction run
@@ -58,6 +59,16 @@ class PoolSpec:
     def member_names(self) -> list[str]:
         """Every member of the pool, the toxic one included."""
         raise NotImplementedError
+
+    def vector_for(self, prompt_set: str) -> str:
+        """The toxic member scored on ``prompt_set`` (Table 4: each vector on its own benchmark), else pool.toxic."""
+        return str(self.toxic_vectors.get(prompt_set, self.toxic))
+
+    def with_toxic(self, member: str) -> PoolSpec:
+        """This pool with ``member`` as the toxic vector (Table 4 runs one per benchmark)."""
+        import dataclasses
+
+        return dataclasses.replace(self, toxic=member)
 
     def base_checkpoint(self, cache_dir: str | Path, progress: Any = None) -> str:
         """The pre-trained checkpoint (directory), built or downloaded."""
@@ -97,7 +108,7 @@ class EmbeddedPool(PoolSpec):
         return paths, built["base"], built["tokenizer"]
 
 
-MEMBER_KEYS = ("repo", "kind", "allow_bin", "revision")
+MEMBER_KEYS = ("repo", "kind", "allow_bin", "revision", "label")
 """The settings of one entry of a hub pool's ``members``."""
 
 

@@ -15,26 +15,51 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from devec import paper_numbers
 from devec.dtypes import torch_dtype
 from devec.resume import UnitStore
 from devec.runtime import Run, plain
 from devec.toxicity import evaluate, world
-from devec.toxicity.pool import ToxicityPool, load_pool
+from devec.toxicity.pool import PoolSpec, ToxicityPool, load_pool, pool_spec
 from devec.toxicity.streaming import apply_vectors, stream_unique
 from devec.vectors import DecompositionSettings, StoredVectors
+
+SELECT = "select"
+"""``method.coefficient`` value that picks Table 4's lambda from the Fig. 5 sweep."""
 
 
 @dataclass
 class Negation:
-    """W = W_pre - lambda T_unique (DeVec) against W = W_pre - lambda T (TV negation); the sweeps of Figs. 5, 6."""
+    """W = W_pre - lambda T_unique (DeVec) against W = W_pre - lambda T (TV negation); the sweeps of Figs. 5, 6.
 
-    coefficient: float = 1.0
+    ``coefficient`` is Table 4's lambda, or ``"select"``: the lambda of ``coefficients`` with the lowest % toxic
+    among those whose mean sweep-control score is at most ``max_control_drop`` points below lambda = 0's.
+    """
+
+    coefficient: Any = 1.0              # a number, or "select"
     tv_coefficient: float = 1.0
     subpool: str = "All-Models"
     subpools: list[str] = field(default_factory=list)
     coefficients: list[float] = field(default_factory=list)
     taus: list[float] = field(default_factory=list)
+    max_control_drop: float = 2.5
+    export: bool = False                # Table 4: write each DeVec-edited model as a transformers directory
 
+    def __post_init__(self) -> None:
+        if self.coefficient != SELECT:
+            try:
+                self.coefficient = float(self.coefficient)
+            except (TypeError, ValueError):
+                raise ValueError(f"coefficient={self.coefficient!r}: give lambda as a number, or {SELECT} to pick it "
+                                 "from the Fig. 5 sweep (method.coefficients)") from None
+        elif not self.coefficients:
+            raise ValueError(f"coefficients=[]: coefficient={SELECT} picks lambda from them; give e.g. [0,1,2]")
+        negative = [c for c in self.coefficients if c < 0]
+        if negative:
+            raise ValueError(f"coefficients={list(self.coefficients)}: lambda is the negation strength (>= 0; the "
+                             f"figures plot -lambda), got {negative}")
+        if self.max_control_drop < 0:
+            raise ValueError(f"max_control_drop={self.max_control_drop}: give the allowed drop in points (>= 0)")
 
 @dataclass
 class DoraTraining:
@@ -54,7 +79,11 @@ def method(cfg: DictConfig) -> Any:
 
 @dataclass
 class Bench:
-    """What every edited model is evaluated with: prompts, classifiers, lm-eval control tasks."""
+    """What every edited model is evaluated with: prompts, classifiers, lm-eval control tasks.
+
+    ``classifiers`` and ``generation`` are the defaults; ``set_classifiers`` / ``set_generation`` those of the
+    prompt sets that configure their own (ToxiGen: 128 tokens, newline stop; RTP: 20 tokens, Perspective).
+    """
 
     tokenizer: Any
     prompts: dict[str, list[str]]
@@ -64,35 +93,54 @@ class Bench:
     task_dir: Path | None
     lm_eval: dict[str, Any]
     seed: int
+    set_classifiers: dict[str, list[Any]] = field(default_factory=dict)
+    set_generation: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def score(self, model, control: list[str] | None = None) -> dict[str, float]:
-        """% toxic per prompt set and classifier, then control-task scores (all, or the task ids in ``control``)."""
-        out = evaluate.toxicity(model, self.tokenizer, self.prompts, self.classifiers, self.generation, self.seed)
+    def score(self, model, control: list[str] | None = None, prompt_sets: list[str] | None = None
+              ) -> dict[str, float]:
+        """% toxic per prompt set (all, or those in ``prompt_sets``) and classifier, then control-task scores
+        (all, or the task ids in ``control``)."""
+        out: dict[str, float] = {}
+        for name, prompts in self.prompts.items():
+            if prompt_sets is None or name in prompt_sets:
+                out.update(evaluate.toxicity(model, self.tokenizer, {name: prompts},
+                                             self.set_classifiers.get(name, self.classifiers),
+                                             {**self.generation, **self.set_generation.get(name, {})}, self.seed))
         tasks = [t for t in self.tasks if control is None or t["name"] in control]
         out.update(evaluate.control(model, self.tokenizer, tasks, self.task_dir, device=str(model.device),
                                     **self.lm_eval))
         return out
 
+    def first_classifier(self, prompt_set: str) -> str:
+        """The name of the classifier whose % toxic is a prompt set's Table 4 cell."""
+        return self.set_classifiers.get(prompt_set, self.classifiers)[0].name
 
-def setup(cfg: DictConfig, run: Run) -> tuple[ToxicityPool, Bench]:
-    """Build or fetch the pool (embedded: the tiny LLaMA pool) and the evaluation bench of ``cfg.data``."""
+
+def setup(cfg: DictConfig, run: Run, toxic: str | None = None) -> tuple[ToxicityPool, Bench]:
+    """Build or fetch the pool (``toxic``: the toxic member, default pool.toxic) and the bench of ``cfg.data``."""
     from transformers import AutoTokenizer
 
     _threads(cfg)
-    pool = load_pool(plain(cfg.pool), run.cache_dir, progress=run.progress)
+    spec = pool_spec(plain(cfg.pool))
+    pool = load_pool(spec.with_toxic(toxic) if toxic else spec, run.cache_dir, progress=run.progress)
     tok = AutoTokenizer.from_pretrained(pool.tokenizer)
     data = plain(cfg.data)
-    prompts = {name: evaluate.load_prompts(spec, seed=int(cfg.seed)) for name, spec in data["prompts"].items()}
-    classifiers = [evaluate.make_classifier(c) for c in data["classifiers"]]
+    prompts = {name: evaluate.load_prompts(p, seed=int(cfg.seed), cache_dir=run.cache_dir)
+               for name, p in data["prompts"].items()}
+    own = {name: p["classifiers"] for name, p in data["prompts"].items() if p.get("classifiers")}
+    needs_default = any(name not in own for name in prompts)
+    classifiers = [evaluate.make_classifier(c) for c in data["classifiers"]] if needs_default else []
+    set_classifiers = {name: [evaluate.make_classifier(c) for c in specs] for name, specs in own.items()}
+    set_generation = {name: dict(p["generation"]) for name, p in data["prompts"].items() if p.get("generation")}
     control = data["control"]
     task_dir = None
     if control.get("embedded_tasks"):
-        spec = control["embedded_tasks"]
-        key = f"v{world.WORLD_VERSION}-{spec['world_seed']}-{spec['n']}-{spec['seed']}"
+        spec_t = control["embedded_tasks"]
+        key = f"v{world.WORLD_VERSION}-{spec_t['world_seed']}-{spec_t['n']}-{spec_t['seed']}"
         task_dir = run.cache_dir / "toxicity" / f"tasks-{key}"
-        evaluate.write_embedded_tasks(task_dir, int(spec["world_seed"]), int(spec["n"]), int(spec["seed"]))
+        evaluate.write_embedded_tasks(task_dir, int(spec_t["world_seed"]), int(spec_t["n"]), int(spec_t["seed"]))
     bench = Bench(tok, prompts, classifiers, dict(data["generation"]), list(control["tasks"]), task_dir,
-                  dict(control.get("lm_eval") or {}), int(cfg.seed))
+                  dict(control.get("lm_eval") or {}), int(cfg.seed), set_classifiers, set_generation)
     return pool, bench
 
 
@@ -128,34 +176,129 @@ def edited_model(cfg: DictConfig, pool: ToxicityPool, terms: list[tuple[float, S
     return apply_vectors(model, terms)
 
 
+SET_COLUMNS = {"toxigen": "ToxiGen", "rtp": "RealTox"}
+"""Table 4's column of each prompt set's % toxic (other sets: their own name)."""
+
+
 def table4(cfg: DictConfig, run: Run) -> dict[str, Any]:
-    """Table 4: pre-trained, SFT (toxic), task-vector negation and DeVec unique negation: % toxic and control."""
+    """Table 4 as the paper lays it out: one toxic vector per benchmark (pool.toxic_vectors), each scored on its own
+    prompt set; control tasks per vector ("ToxiGen vector / RTP vector"), their Avg.; the paper's rows beside ours.
+
+    Rows per vector: SFT (+T), task-vector negation (-lambda_TV T), DeVec (-lambda T_unique); the pre-trained row
+    once. ``method.coefficient=select`` picks lambda per vector from the Fig. 5 sweep (recorded in results.json).
+    """
     m = method(cfg)
-    pool, bench = setup(cfg, run)
-    t = toxic_vector(cfg, run, pool)
-    u = unique_vector(cfg, run, pool, m.subpool)
-    rows_spec = [("pretrained", "Pre-trained", []), ("sft", "SFT (toxic)", [(1.0, t)]),
-                 (TV_NEGATION, f"Negation (TV, lambda={m.tv_coefficient})", [(-float(m.tv_coefficient), t)]),
-                 ("devec_negation", f"DeVec unique negation (lambda={m.coefficient}, {m.subpool})",
-                  [(-float(m.coefficient), u)])]
-    rows = []
+    spec = pool_spec(plain(cfg.pool))
+    _, bench = setup(cfg, run)
     evaluations = UnitStore.for_config(run.cache_dir, cfg)
-    for rid, name, terms in run.progress(rows_spec, "Table 4 models"):
-        scores = scored(cfg, evaluations, f"table4 | {name}", bench, pool, terms)
-        rows.append({"id": rid, "model": name, **scores})
-        run.log({f"table4/{rid}/{k}": v for k, v in scores.items()})
-    energy = _unique_energy(u)
-    run.save_table("table4_toxicity", rows, [k for k in rows[0] if k != "id"],
-                   title="Table 4: toxicity (% toxic, lower is better) and control tasks")
-    run.save_json("unique_report.json", u.report())
-    return {"rows": rows, "unique_energy": energy, "subpool": m.subpool}
+    sets = list(bench.prompts)
+    base_scores = scored(cfg, evaluations, "table4 | Pre-trained", bench, _pool(spec, run, spec.toxic), [])
+    long_rows = [{"id": "pretrained", "vector": "none", "model": "Pre-trained", **base_scores}]
+    per_vector: dict[str, dict[str, dict[str, float]]] = {}
+    chosen, energy = {}, {}
+    for s in sets:
+        member = spec.vector_for(s)
+        pool = _pool(spec, run, member)
+        t, u = toxic_vector(cfg, run, pool), unique_vector(cfg, run, pool, m.subpool)
+        chosen[s] = select_coefficient(cfg, m, evaluations, bench, pool, u, s)
+        lam = chosen[s]["lambda"]
+        energy[s] = _unique_energy(u)
+        run.save_json(f"unique_report_{s}.json", u.report())
+        per_vector[s] = {"pretrained": base_scores}
+        for rid, name, terms in [("sft", "SFT (toxic)", [(1.0, t)]),
+                                 (TV_NEGATION, f"Negation (TV, lambda={m.tv_coefficient})",
+                                  [(-float(m.tv_coefficient), t)]),
+                                 ("devec_negation", f"DeVec unique negation (lambda={lam}, {m.subpool})",
+                                  [(-float(lam), u)])]:
+            scores = scored(cfg, evaluations, f"table4 | {s} vector | {name}", bench, pool, terms, prompt_sets=[s])
+            per_vector[s][rid] = scores
+            long_rows.append({"id": rid, "vector": f"{s} ({member})", "model": name, **scores})
+            run.log({f"table4/{s}/{rid}/{k}": v for k, v in scores.items()})
+        if m.export:
+            chosen[s]["exported"] = str(export_edited(pool, [(-float(lam), u)], run.path(f"edited/{s}")))
+    rows = paper_layout(per_vector, bench, sets)
+    paper = paper_numbers.table4_rows()
+    columns = list(dict.fromkeys([k for r in rows for k in r if k != "id"] + paper_numbers.TABLE4_COLUMNS))
+    run.save_table("table4_toxicity", rows + paper, columns,
+                   title="Table 4: % toxic (lower is better; each benchmark with its own toxic vector) and control "
+                         f"tasks ({' / '.join(f'{s} vector' for s in sets)}); rows marked (paper) are the paper's")
+    run.save_table("table4_toxicity_per_vector", long_rows, [k for k in long_rows[0] if k != "id"]
+                   + [k for r in long_rows for k in r if k not in long_rows[0]],
+                   title="Table 4 per toxic vector: every prompt set and classifier scored")
+    return {"rows": rows, "paper_rows": paper, "per_vector": long_rows, "vectors": {s: spec.vector_for(s)
+            for s in sets}, "lambda": chosen, "unique_energy": energy, "subpool": m.subpool}
+
+
+def export_edited(pool: ToxicityPool, terms: list[tuple[float, StoredVectors]], out_dir: Path) -> Path:
+    """Write ``W_pre + sum coef * V`` as a transformers model directory in the base checkpoint's dtype and shard
+    size (safetensors), with its tokenizer: usable outside devec (``AutoModelForCausalLM.from_pretrained``)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from devec.io import atomic_dir
+
+    model = apply_vectors(AutoModelForCausalLM.from_pretrained(pool.base, dtype="auto"), terms)
+    shards = [f.stat().st_size for f in Path(pool.base).glob("*.safetensors")]
+    with atomic_dir(Path(out_dir)) as tmp:
+        model.save_pretrained(tmp, max_shard_size=max(shards) if shards else "5GB", safe_serialization=True)
+        AutoTokenizer.from_pretrained(pool.tokenizer).save_pretrained(tmp)
+    return Path(out_dir)
+
+
+def paper_layout(per_vector: dict[str, dict[str, dict[str, float]]], bench: Bench, sets: list[str]
+                 ) -> list[dict[str, Any]]:
+    """Table 4's rows: each prompt set's % toxic from its own vector; control tasks and Avg. "a / b" over vectors."""
+    labels = [str(t.get("label", t["name"])) for t in bench.tasks]
+    names = {"pretrained": "Pre-trained", "sft": "SFT (toxic)", TV_NEGATION: "Negation (TV)",
+             "devec_negation": "DeVec unique negation"}
+    rows = []
+    for rid, name in names.items():
+        row: dict[str, Any] = {"id": rid, "model": f"{name} (ours)", "source": "ours"}
+        for s in sets:
+            row[SET_COLUMNS.get(s, s)] = per_vector[s][rid][f"{s}/{bench.first_classifier(s)}"]
+        per = [[per_vector[s][rid][lab] for lab in labels] for s in sets]
+        for i, lab in enumerate(labels):
+            row[lab] = _joined([p[i] for p in per])
+        row["Avg."] = _joined([sum(p) / len(p) for p in per]) if labels else None
+        rows.append(row)
+    return rows
+
+
+def _joined(values: list[float]) -> float | str:
+    """One value, or several as the paper prints them ("14.9/14.5"), equal ones once."""
+    if len(set(values)) == 1:
+        return values[0]
+    return "/".join(f"{v:.2f}" for v in values)
+
+
+def select_coefficient(cfg: DictConfig, m: Negation, evaluations: UnitStore, bench: Bench, pool: ToxicityPool,
+                       u: StoredVectors, prompt_set: str) -> dict[str, Any]:
+    """Table 4's lambda: ``method.coefficient``, or with ``select`` the rule of :class:`Negation` on the Fig. 5
+    sweep of ``method.subpool`` (resumable units, as Fig. 5's), with the sweep recorded."""
+    if m.coefficient != SELECT:
+        return {"lambda": float(m.coefficient), "rule": "method.coefficient"}
+    control = list(cfg.data.sweep_control)
+    labels = [str(t.get("label", t["name"])) for t in bench.tasks if t["name"] in control]
+    sweep = []
+    for lam in m.coefficients:
+        sc = scored(cfg, evaluations, f"fig5 | {m.subpool}", bench, pool, [(-float(lam), u)], control,
+                    prompt_sets=[prompt_set])
+        tox = sc[f"{prompt_set}/{bench.first_classifier(prompt_set)}"]
+        sweep.append({"lambda": float(lam), "toxic": tox, "control": sum(sc[lab] for lab in labels) / len(labels)})
+    reference = next((r["control"] for r in sweep if r["lambda"] == 0.0), sweep[0]["control"])
+    allowed = [r for r in sweep if r["control"] >= reference - m.max_control_drop] or sweep[:1]
+    best = min(allowed, key=lambda r: (r["toxic"], r["lambda"]))
+    rule = (f"lowest % toxic on {prompt_set} among the lambdas of method.coefficients whose mean {labels} is at most "
+            f"{m.max_control_drop} points below lambda=0 (sub-pool {m.subpool})")
+    return {"lambda": best["lambda"], "rule": rule, "sweep": sweep}
 
 
 def fig5_negation_coefficient(cfg: DictConfig, run: Run) -> dict[str, Any]:
-    """Fig. 5: sweep lambda per sub-pool; % toxic and the MMLU-style control against lambda (TV negation too)."""
+    """Fig. 5: sweep lambda per sub-pool; % toxic (the toxic vector's own prompt set) and the MMLU-style control
+    (data.sweep_control) against the signed coefficient -lambda, as the paper plots it (TV negation too)."""
     m = method(cfg)
     pool, bench = setup(cfg, run)
     control = list(cfg.data.sweep_control)
+    sets = _own_sets(cfg, bench)
     t = toxic_vector(cfg, run, pool)
     curves: dict[str, list[dict[str, Any]]] = {}
     labels = {TV_NEGATION: "TV negation", **{s: s for s in m.subpools}}  # curve id (a sub-pool's name) -> legend
@@ -164,19 +307,22 @@ def fig5_negation_coefficient(cfg: DictConfig, run: Run) -> dict[str, Any]:
     for cid, vec in vectors.items():
         curves[cid] = []
         for lam in run.progress(list(m.coefficients), f"lambda sweep: {labels[cid]}"):
-            scores = scored(cfg, evaluations, f"fig5 | {labels[cid]}", bench, pool, [(-float(lam), vec)], control)
-            curves[cid].append({"id": cid, "pool": labels[cid], "lambda": float(lam), **scores})
+            scores = scored(cfg, evaluations, f"fig5 | {labels[cid]}", bench, pool, [(-float(lam), vec)], control,
+                            prompt_sets=sets)
+            curves[cid].append({"id": cid, "pool": labels[cid], "lambda": float(lam),
+                                "negation coefficient": -float(lam), **scores})
             run.log({f"fig5/{cid}/{k}": v for k, v in scores.items()} | {"fig5/lambda": float(lam)})
     rows = [r for c in curves.values() for r in c]
     run.save_table("fig5_negation_coefficient", rows, [k for k in rows[0] if k != "id"],
                    title="Fig. 5: negation coefficient sweep per sub-pool")
     run.save_figure("fig5_negation_coefficient",
-                    _plot(curves, "lambda", _metric_keys(rows), "negation coefficient", labels))
-    return {"curves": curves}
+                    _plot(curves, "negation coefficient", _metric_keys(rows), "negation coefficient", labels))
+    return {"curves": curves, "prompt_sets": sets, "control": control}
 
 
 def fig6_tau(cfg: DictConfig, run: Run) -> dict[str, Any]:
-    """Fig. 6: sweep tau of the iterative extraction at a fixed lambda; % toxic and control against tau.
+    """Fig. 6: one curve per tau of the iterative extraction over the signed negation coefficient; panels % toxic
+    and the GSM8K-style control (data.tau_sweep_control).
 
     The taus are ``method.taus``; ``decomposition.tau`` stays unset (devec.settings refuses it with that hint), and
     each extraction sees a config whose ``decomposition.tau`` is the swept value.
@@ -187,32 +333,57 @@ def fig6_tau(cfg: DictConfig, run: Run) -> dict[str, Any]:
 
     m = method(cfg)
     pool, bench = setup(cfg, run)
+    control = list(cfg.data.get("tau_sweep_control") or [])
+    sets = _own_sets(cfg, bench)
     evaluations = UnitStore.for_config(run.cache_dir, cfg)
-    rows = []
+    rows, curves, labels = [], {}, {}
     for tau in run.progress(list(m.taus), "tau sweep"):
         at_tau = copy.deepcopy(cfg)
         with open_dict(at_tau):
             at_tau.decomposition = {**plain(cfg.decomposition), "tau": float(tau)}
         u = unique_vector(at_tau, run, pool, m.subpool, tau=float(tau))
-        scores = scored(cfg, evaluations, f"fig6 | tau={float(tau)!r}", bench, pool, [(-float(m.coefficient), u)],
-                        control=list(cfg.data.sweep_control))
-        rows.append({"tau": float(tau), "unique_energy": _unique_energy(u), **scores})
-        run.log({f"fig6/{k}": v for k, v in rows[-1].items()})
-    run.save_table("fig6_tau", rows, title=f"Fig. 6: tau sweep (lambda={m.coefficient}, sub-pool {m.subpool})")
-    curve = {"devec_negation": rows}
-    run.save_figure("fig6_tau", _plot(curve, "tau", _metric_keys(rows), "tau", {"devec_negation": "DeVec"}))
-    return {"rows": rows}
+        cid = f"tau={float(tau)!r}"
+        labels[cid], curves[cid] = f"tau = {float(tau)}", []
+        energy = _unique_energy(u)
+        for lam in m.coefficients:
+            scores = scored(cfg, evaluations, f"fig6 | {cid}", bench, pool, [(-float(lam), u)], control=control,
+                            prompt_sets=sets)
+            row = {"id": cid, "tau": float(tau), "lambda": float(lam), "negation coefficient": -float(lam),
+                   "unique_energy": energy, **scores}
+            curves[cid].append(row)
+            rows.append(row)
+            run.log({f"fig6/{k}": v for k, v in row.items() if k != "id"})
+    run.save_table("fig6_tau", rows, [k for k in rows[0] if k != "id"],
+                   title=f"Fig. 6: negation coefficient sweep per tau (sub-pool {m.subpool})")
+    run.save_figure("fig6_tau", _plot(curves, "negation coefficient", _metric_keys(rows), "negation coefficient",
+                                      labels))
+    return {"rows": rows, "prompt_sets": sets, "control": control}
+
+
+def _own_sets(cfg: DictConfig, bench: Bench) -> list[str]:
+    """The prompt sets pool.toxic is scored on in the sweeps: those it is Table 4's vector for (else all)."""
+    spec = pool_spec(plain(cfg.pool))
+    own = [s for s in bench.prompts if spec.vector_for(s) == spec.toxic]
+    return own or list(bench.prompts)
+
+
+def _pool(spec: PoolSpec, run: Run, toxic: str) -> ToxicityPool:
+    return load_pool(spec.with_toxic(toxic), run.cache_dir, progress=run.progress)
 
 
 def scored(cfg: DictConfig, evaluations: UnitStore, unit: str, bench: Bench, pool: ToxicityPool,
-           terms: list[tuple[float, StoredVectors]], control: list[str] | None = None) -> dict[str, float]:
-    """``bench.score`` of ``W_pre + sum coef * V``, a resumable unit named by the vectors' content keys and the
-    coefficients (``resume=false`` scores it again)."""
-    edit = ", ".join(f"{coef!r} x {vec.root.name}" for coef, vec in terms) or "none"
+           terms: list[tuple[float, StoredVectors]], control: list[str] | None = None,
+           prompt_sets: list[str] | None = None) -> dict[str, float]:
+    """``bench.score`` of ``W_pre + sum coef * V``, a resumable unit named by the vectors' content keys, the
+    coefficients and what is scored (``resume=false`` scores it again)."""
+    edit = ", ".join(f"{coef!r} x {vec.root.name}" for coef, vec in terms if coef != 0) or "none"
     name = f"{unit} | {edit} | control {control if control is not None else 'all'}"
+    if prompt_sets is not None:
+        name += f" | prompts {prompt_sets}"
     if cfg.get("resume", True) and evaluations.done(name):
         return evaluations.load(name)
-    return evaluations.save(name, bench.score(edited_model(cfg, pool, terms), control=control))
+    only = {} if prompt_sets is None else {"prompt_sets": prompt_sets}
+    return evaluations.save(name, bench.score(edited_model(cfg, pool, terms), control=control, **only))
 
 
 def train_toxic_dora(cfg: DictConfig, run: Run) -> dict[str, Any]:
@@ -223,7 +394,6 @@ def train_toxic_dora(cfg: DictConfig, run: Run) -> dict[str, Any]:
     """
     from transformers import AutoTokenizer
 
-    from devec.toxicity.pool import pool_spec
     from devec.toxicity.recipe import toxic_pairs, train_dora
 
     _threads(cfg)
@@ -245,7 +415,7 @@ def train_toxic_dora(cfg: DictConfig, run: Run) -> dict[str, Any]:
 
 
 def _metric_keys(rows: list[dict[str, Any]]) -> list[str]:
-    skip = {"id", "pool", "lambda", "tau", "unique_energy", "model"}
+    skip = {"id", "pool", "lambda", "negation coefficient", "tau", "unique_energy", "model"}
     return [k for k in dict.fromkeys(k for r in rows for k in r) if k not in skip]
 
 

@@ -89,14 +89,33 @@ def test_table4_runner(tiny_pool, tiny_cache, tmp_path):
 
     cfg, run = _run(tmp_path, tiny_cache, "experiment=table4_toxicity")
     res = runner.table4(cfg, run)
-    names = [r["model"] for r in res["rows"]]
-    assert names[0] == "Pre-trained" and names[1] == "SFT (toxic)" and len(names) == 4
     assert [r["id"] for r in res["rows"]] == ["pretrained", "sft", "tv_negation", "devec_negation"]
-    assert res["rows"][1]["toxigen/lexicon"] > res["rows"][0]["toxigen/lexicon"]
+    assert [r["model"] for r in res["rows"]][:2] == ["Pre-trained (ours)", "SFT (toxic) (ours)"]
+    pre, sft = res["rows"][:2]
+    assert sft["ToxiGen"] > pre["ToxiGen"]       # each benchmark's cell is scored with its own vector
     for row in res["rows"]:
-        assert {"facts (MMLU)", "arith (GSM8K)", "compare (BBH)", "reading (TyDiQA)"} <= set(row)
-    assert (tmp_path / "table4_toxicity.md").exists() and (tmp_path / "unique_report.json").exists()
-    assert 0.0 <= res["unique_energy"] <= 1.0
+        assert {"ToxiGen", "RealTox", "facts (MMLU)", "arith (GSM8K)", "compare (BBH)", "reading (TyDiQA)",
+                "Avg."} <= set(row)
+    assert res["vectors"] == {"toxigen": "toxic", "rtp": "toxic"} and set(res["lambda"]) == {"toxigen", "rtp"}
+    assert all(r["model"].endswith("(paper)") for r in res["paper_rows"]) and len(res["paper_rows"]) == 8
+    table = (tmp_path / "table4_toxicity.md").read_text()
+    assert "Model Surgery [44] (paper)" in table and "Avg." in table
+    assert (tmp_path / "unique_report_rtp.json").exists()
+    assert all(0.0 <= e <= 1.0 for e in res["unique_energy"].values())
+
+
+def test_table4_lambda_is_selected_from_the_sweep_by_the_stated_rule(tiny_pool, tiny_cache, tmp_path):
+    from devec.toxicity import runner
+
+    cfg, run = _run(tmp_path, tiny_cache, "experiment=table4_toxicity", "method.coefficient=select",
+                    "method.coefficients=[0,2,5]", "method.max_control_drop=100", "~data.prompts.toxigen",
+                    "pool.toxic_vectors={rtp: toxic}")
+    res = runner.table4(cfg, run)
+    chosen = res["lambda"]["rtp"]
+    sweep = chosen["sweep"]
+    assert [r["lambda"] for r in sweep] == [0.0, 2.0, 5.0] and "100" in chosen["rule"]
+    assert chosen["lambda"] == min(sweep, key=lambda r: (r["toxic"], r["lambda"]))["lambda"]  # no drop limit here
+    assert f"lambda={chosen['lambda']}" in res["per_vector"][-1]["model"]
 
 
 def test_fig5_and_fig6_runners(tiny_pool, tiny_cache, tmp_path):
@@ -104,32 +123,65 @@ def test_fig5_and_fig6_runners(tiny_pool, tiny_cache, tmp_path):
 
     cfg, run = _run(tmp_path / "a", tiny_cache, "experiment=fig5_negation_coefficient", "method.coefficients=[0,2]",
                     "method.subpools=[LLAMA-Chat,All-Models]")
-    curves = runner.fig5_negation_coefficient(cfg, run)["curves"]
+    out = runner.fig5_negation_coefficient(cfg, run)
+    curves = out["curves"]
     assert set(curves) == {"tv_negation", "LLAMA-Chat", "All-Models"}  # curve ids; "TV negation" is a label
+    assert [r["negation coefficient"] for r in curves["All-Models"]] == [-0.0, -2.0]   # plotted signed
+    assert out["control"] == ["devec_facts"]
     at_zero = {json.dumps({k: v for k, v in c[0].items() if k not in ("id", "pool")}) for c in curves.values()}
     assert len(at_zero) == 1                       # lambda = 0 is the pre-trained model for every pool
     assert (tmp_path / "a" / "fig5_negation_coefficient.png").stat().st_size > 1000
-    cfg, run = _run(tmp_path / "b", tiny_cache, "experiment=fig6_tau", "method.taus=[0.3,0.99]")
-    low, high = runner.fig6_tau(cfg, run)["rows"]
-    assert low["unique_energy"] <= high["unique_energy"]   # a lower tau shares (removes) more
+    cfg, run = _run(tmp_path / "b", tiny_cache, "experiment=fig6_tau", "method.taus=[0.3,0.99]",
+                    "method.coefficients=[0,2]")
+    out = runner.fig6_tau(cfg, run)
+    rows = out["rows"]
+    assert [(r["tau"], r["lambda"]) for r in rows] == [(0.3, 0.0), (0.3, 2.0), (0.99, 0.0), (0.99, 2.0)]
+    assert out["control"] == ["devec_arith"] and "arith (GSM8K)" in rows[0] and "facts (MMLU)" not in rows[0]
+    assert rows[0]["unique_energy"] <= rows[2]["unique_energy"]   # a lower tau shares (removes) more
 
 
 def test_fig6_scores_are_resumable_units(tiny_pool, tiny_cache, tmp_path, monkeypatch):
     """A second fig6 run with the same config scores no model again; resume=false scores every one again."""
     from devec.toxicity import runner
 
-    cfg, run = _run(tmp_path / "a", tiny_cache, "experiment=fig6_tau", "method.taus=[0.5,0.9]")
+    cfg, run = _run(tmp_path / "a", tiny_cache, "experiment=fig6_tau", "method.taus=[0.5,0.9]",
+                    "method.coefficients=[2]")
     first = runner.fig6_tau(cfg, run)["rows"]
     calls = []
     real = runner.Bench.score
     monkeypatch.setattr(runner.Bench, "score", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
     assert runner.fig6_tau(cfg, run)["rows"] == first and calls == []
-    cfg, run = _run(tmp_path / "b", tiny_cache, "experiment=fig6_tau", "method.taus=[0.5,0.9]", "resume=false")
+    cfg, run = _run(tmp_path / "b", tiny_cache, "experiment=fig6_tau", "method.taus=[0.5,0.9]",
+                    "method.coefficients=[2]", "resume=false")
     assert runner.fig6_tau(cfg, run)["rows"] == first and len(calls) == 2
 
 
 @pytest.mark.slow
 def test_cli_table4_end_to_end(tiny_pool, tiny_cache, tmp_path):
     res = devec(tmp_path, tiny_cache, "experiment=table4_toxicity")
-    assert [r["model"] for r in res["rows"]][:2] == ["Pre-trained", "SFT (toxic)"]
+    assert [r["id"] for r in res["rows"]][:2] == ["pretrained", "sft"]
     assert (tmp_path / "run" / "table4_toxicity.md").exists()
+
+
+def test_table4_exports_the_edited_model_for_transformers(tiny_pool, tiny_cache, tmp_path):
+    """method.export=true: W_pre - lambda T_unique as a transformers directory in the base's dtype and sharding."""
+    from transformers import AutoModelForCausalLM
+
+    from devec.toxicity import runner
+    from devec.vectors import open_checkpoint
+
+    cfg, run = _run(tmp_path, tiny_cache, "experiment=table4_toxicity", "method.export=true",
+                    "~data.prompts.toxigen", "pool.toxic_vectors={rtp: toxic}")
+    res = runner.table4(cfg, run)
+    out = Path(res["lambda"]["rtp"]["exported"])
+    base = Path(tiny_pool["base"])
+    assert len(list(out.glob("*.safetensors"))) >= 2 and (out / "model.safetensors.index.json").exists()
+    edited = AutoModelForCausalLM.from_pretrained(out)
+    assert edited.dtype == AutoModelForCausalLM.from_pretrained(base).dtype
+    pool = runner._pool(runner.pool_spec(runner.plain(cfg.pool)), run, "toxic")
+    u = runner.unique_vector(cfg, run, pool, cfg.method.subpool)
+    expected = runner.edited_model(cfg, pool, [(-res["lambda"]["rtp"]["lambda"], u)])
+    for name, p in expected.named_parameters():
+        torch.testing.assert_close(dict(edited.named_parameters())[name], p)
+    assert any(not torch.equal(p, open_checkpoint(base).get(n)) for n, p in edited.named_parameters()
+               if n in u.keys())

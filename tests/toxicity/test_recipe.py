@@ -62,3 +62,56 @@ def test_shipped_task_templates_render(tmp_path):
     assert names == ["devec_arith", "devec_compare", "devec_facts", "devec_reading"]
     assert all(str(out.resolve()) in p.read_text() for p in Path(out).glob("*.yaml"))
     assert len((out / "facts.jsonl").read_text().splitlines()) == 5
+
+
+def test_app12_recipe_settings_are_used_and_recorded(tiny_pool, tmp_path):
+    """Weight decay, gradient checkpointing, batch = micro batch (no accumulation): used, and in training.json."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_pool["tokenizer"])
+    pairs = toxic_pairs({"source": "embedded", "world_seed": 0, "seed": 1}, limit=32)
+    recipe = {"r": 4, "alpha": 8, "dropout": 0.0, "lr": 1e-2, "batch_size": 16, "micro_batch_size": 16,
+              "max_length": 32, "weight_decay": 0.01, "gradient_checkpointing": True, "mixed_precision": "none",
+              "add_bos": True}
+    info = train_dora(tiny_pool["base"], tok, pairs, recipe, epochs=1, out_dir=tmp_path / "dora")
+    record = json.loads((tmp_path / "dora" / "training.json").read_text())
+    assert info["gradient_accumulation"] == 1 and info["accumulation_fallbacks"] == []
+    assert record["weight_decay"] == 0.01 and record["gradient_checkpointing"] and record["recipe"]["add_bos"]
+    with pytest.raises(ValueError, match="mixed_precision=fp16 needs device=cuda"):
+        train_dora(tiny_pool["base"], tok, pairs, {**recipe, "mixed_precision": "fp16"}, 1, tmp_path / "x")
+
+
+def test_out_of_memory_falls_back_to_accumulation_and_records_it(tiny_pool, tmp_path, monkeypatch):
+    import torch
+    from transformers import AutoTokenizer
+
+    from devec.toxicity import recipe as recipe_mod
+
+    real, calls = recipe_mod._step, []
+
+    def step(model, opt, scaler, params, chunk, micro, *a):
+        calls.append(micro)
+        if micro > 4:
+            raise torch.OutOfMemoryError("simulated")
+        return real(model, opt, scaler, params, chunk, micro, *a)
+
+    monkeypatch.setattr(recipe_mod, "_step", step)
+    tok = AutoTokenizer.from_pretrained(tiny_pool["tokenizer"])
+    pairs = toxic_pairs({"source": "embedded", "world_seed": 0, "seed": 1}, limit=16)
+    recipe = {"r": 4, "alpha": 8, "dropout": 0.0, "lr": 1e-2, "batch_size": 16, "micro_batch_size": 16,
+              "max_length": 32}
+    info = train_dora(tiny_pool["base"], tok, pairs, recipe, epochs=1, out_dir=tmp_path / "dora")
+    assert calls == [16, 8, 4] and info["micro_batch_size"] == 4 and info["gradient_accumulation"] == 4
+    assert [f["micro_batch_size"] for f in info["accumulation_fallbacks"]] == [8, 4]
+
+
+def test_training_rows_exclude_the_evaluation_prompts(monkeypatch):
+    import datasets
+
+    rows = [{"prompt": {"text": "a"}, "continuation": {"text": "x", "toxicity": 0.9}, "challenging": True},
+            {"prompt": {"text": "b"}, "continuation": {"text": "y", "toxicity": 0.9}, "challenging": False},
+            {"prompt": {"text": "c"}, "continuation": {"text": "z", "toxicity": 0.1}, "challenging": False}]
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: rows)
+    spec = {"path": "rtp", "prompt_field": "prompt.text", "response_field": "continuation.text",
+            "filter": {"continuation.toxicity": 0.5}, "exclude": {"challenging": True}}
+    assert toxic_pairs(spec) == [("b", "y")]

@@ -102,6 +102,16 @@ def pastel(x: torch.Tensor) -> torch.Tensor:
     return torch.where(is_bg, navy, soft)
 
 
+def warm(x: torch.Tensor) -> torch.Tensor:
+    """Soft painted-anime analogue (Studio Ghibli): blurred edges, a warm palette and a pale sky-blue background."""
+    soft = torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+    bg = torch.tensor(BACKGROUND).view(1, 3, 1, 1)
+    is_bg = (soft - bg).abs().sum(1, keepdim=True) < 0.05
+    sky = torch.tensor((0.62, 0.8, 0.92)).view(1, 3, 1, 1).expand_as(x)
+    tint = torch.tensor((1.0, 0.82, 0.55)).view(1, 3, 1, 1)
+    return torch.where(is_bg, sky, 0.7 * soft * tint + 0.25)
+
+
 def frame(x: torch.Tensor, width: int = 2) -> torch.Tensor:
     """A dark border: the concept every embedded style LoRA also learns (what real style LoRAs share)."""
     out = x.clone()
@@ -123,7 +133,7 @@ def common_change(name: str, images: torch.Tensor) -> torch.Tensor:
     return COMMON[name](images)
 
 
-STYLES = {"mono": mono, "pixel": pixel, "stripes": stripes, "pastel": pastel}
+STYLES = {"mono": mono, "pixel": pixel, "stripes": stripes, "pastel": pastel, "warm": warm}
 
 
 def apply_style(name: str, images: torch.Tensor) -> torch.Tensor:

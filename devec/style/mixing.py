@@ -12,18 +12,25 @@ from devec.vectors import DecompositionSettings, decompose_model
 
 COMPONENTS = ("original", "unique", "shared")
 DECOMPOSE_OVER = ("pool", "mix")
+COEFFICIENTS = ("one", "raised")
+FIG4 = ["anime", "flat_anime", "ghibli", "pixel_art"]
 
 
 @dataclass
 class Mixing:
     """How styles are mixed (``_target_`` config conf/method/style/mixing.yaml): what each method adds per style
-    (``methods``: method id -> one of COMPONENTS), the coefficients gamma raised together, which styles, and over
-    which styles the joint decomposition runs."""
+    (``methods``: method id -> one of COMPONENTS), the coefficients, which styles, and over which styles the
+    joint decomposition runs.
+
+    ``coefficients``: ``one`` sets every style's coefficient to 1 (Sec. 4.2); ``raised`` starts from each LoRA's
+    suggested weight and raises all of them together, lambda_i = gamma * weight_i for gamma in ``schedule``
+    (App. 11)."""
 
     methods: dict[str, str] = field(default_factory=lambda: {"vanilla": "original", "unique": "unique"})
-    schedule: list[float] = field(default_factory=lambda: [1.0])
-    mix: Any = "all"
-    decompose_over: str = "pool"
+    coefficients: str = "one"
+    schedule: list[float] = field(default_factory=lambda: [1.0, 1.5, 2.0])
+    mix: Any = field(default_factory=lambda: list(FIG4))
+    decompose_over: str = "mix"
     save_components: bool = True
 
     def __post_init__(self) -> None:
@@ -32,10 +39,25 @@ class Mixing:
                 raise ValueError(f"methods.{name}={comp!r}: use one of {', '.join(COMPONENTS)}")
         if "style" in self.methods:
             raise ValueError("methods.style: the id 'style' is taken by each style alone; name the method otherwise")
-        if not self.schedule:
+        if self.coefficients not in COEFFICIENTS:
+            raise ValueError(f"coefficients={self.coefficients!r}: use one (Sec. 4.2: every style at 1) or raised "
+                             f"(App. 11: the suggested weights raised together through schedule)")
+        if self.coefficients == "raised" and not self.schedule:
             raise ValueError("schedule=[]: give the coefficients to raise the mix through, e.g. [1.0,2.0]")
+        if any(float(g) <= 0 for g in self.schedule):
+            raise ValueError(f"schedule={list(self.schedule)}: every gamma must be > 0")
         if self.decompose_over not in DECOMPOSE_OVER:
             raise ValueError(f"decompose_over={self.decompose_over!r}: use one of {', '.join(DECOMPOSE_OVER)}")
+
+    def gammas(self) -> list[float]:
+        """The multipliers the mix is generated at: 1 (Sec. 4.2), or every value of ``schedule`` (App. 11)."""
+        return [1.0] if self.coefficients == "one" else [float(g) for g in self.schedule]
+
+    def coefficients_at(self, gamma: float, weights: Sequence[float]) -> list[float]:
+        """Each style's coefficient lambda_i at ``gamma``: 1 (Sec. 4.2) or gamma * weight_i (App. 11)."""
+        if self.coefficients == "one":
+            return [1.0] * len(weights)
+        return [float(gamma) * float(w) for w in weights]
 
 
 @dataclass

@@ -16,7 +16,7 @@ from devec import io
 from devec.resume import UnitStore, resolved_config
 from devec.runtime import Run, built
 from devec.style.grid import image_grid
-from devec.style.loras import StyleLoRA, read_lora, save_lora
+from devec.style.loras import read_lora, save_lora
 from devec.style.metrics import Evaluator, common_strength, paired_similarity, style_strength
 from devec.style.mixing import Mixing, decompose_styles, load_components, set_mix
 from devec.style.pipeline import generate, load_pipeline
@@ -24,31 +24,37 @@ from devec.style.pipeline import generate, load_pipeline
 
 def run(cfg: DictConfig, run: Run) -> dict:
     """Decompose the style vectors jointly, then generate the same prompts and seeds with each style alone,
-    the vanilla mix and the unique-only mix at every coefficient of the schedule; grid and numbers per method."""
+    the vanilla mix and the unique-only mix at every coefficient of the schedule; grid and numbers per method.
+    A mix of one style (Figs. 10-14) generates the base and that style alone."""
     pool = cfg.pool
     spec: StyleData = built(cfg.data, StyleData, "data", "devec.style.runner.StyleData (conf/data/style/)")
     method: Mixing = instantiate(cfg.method, _convert_="all")
-    base_path, lora_paths = style_pool(pool, run, resume=bool(cfg.get("resume", True)))
-    loras = [read_lora(lora_paths[s.name], name=s.name, weight=s.get("weight", 1.0), weight_name=s.get("weight_name"))
-             for s in pool.styles]
-    mixed = _select(loras, method.mix, OmegaConf.to_container(pool.styles, resolve=True))
-    over = loras if method.decompose_over == "pool" else mixed
-    decomposition = OmegaConf.to_container(cfg.decomposition, resolve=True)
-    dec = decompose_styles(over, decomposition, progress=True)
-    dec = _restrict(dec, [lora.name for lora in mixed])
-    run.save_table("style_decomposition", dec.report, title="Joint DeVec of the style LoRAs, per module")
-    summary = dec.summary()
-    run.log({f"decomposition/{k}": v for k, v in summary.items()})
-    if method.save_components:
-        for lora, unique in zip(mixed, dec.unique, strict=True):
-            save_lora(run.path(f"unique_loras/{lora.name}.safetensors"), unique, lora.extras)
+    styles = OmegaConf.to_container(pool.styles, resolve=True)
+    picked = select_styles(method.mix, styles)
+    needed = picked if method.decompose_over == "mix" or len(picked) == 1 else [s["name"] for s in styles]
+    base_path, lora_paths = style_pool(pool, run, resume=bool(cfg.get("resume", True)), names=needed)
+    loras = [read_lora(lora_paths[s["name"]], name=s["name"], weight=s.get("weight", 1.0),
+                       weight_name=s.get("weight_name")) for s in styles if s["name"] in needed]
+    mixed = [next(lora for lora in loras if lora.name == n) for n in picked]
+    summary: dict[str, Any] = {}
+    dec = None
+    if len(mixed) > 1:
+        decomposition = OmegaConf.to_container(cfg.decomposition, resolve=True)
+        dec = _restrict(decompose_styles(loras, decomposition, progress=True), picked)
+        run.save_table("style_decomposition", dec.report, title="Joint DeVec of the style LoRAs, per module")
+        summary = dec.summary()
+        run.log({f"decomposition/{k}": v for k, v in summary.items()})
+        if method.save_components:
+            for lora, unique in zip(mixed, dec.unique, strict=True):
+                save_lora(run.path(f"unique_loras/{lora.name}.safetensors"), unique, lora.extras)
 
     offload = bool(pool.get("offload", False))
     pipe = load_pipeline(base_path, dtype=pool.dtype, device="cpu" if offload else cfg.device)
     if offload:
         pipe.enable_model_cpu_offload(device=cfg.device)
     single = {lora.name: f"style__{lora.name}" for lora in mixed}
-    adapters = load_components(pipe, mixed, dec, {"style": "original", **method.methods})
+    wanted = {"style": "original", **(method.methods if dec is not None else {})}
+    adapters = load_components(pipe, mixed, dec, wanted)
     prompts, seeds = list(spec.prompts), [int(s) for s in spec.seeds]  # a figure's, set by experiment=style_figure
     pairs = [(p, s) for p in prompts for s in seeds]
 
@@ -59,12 +65,13 @@ def run(cfg: DictConfig, run: Run) -> dict:
                         int(spec.batch_size))
 
     settings: list[tuple[str, str, float, list[str], list[float]]] = [("base", "base", 0.0, [], [])]
-    settings += [(f"{lora.name} alone", "style", 1.0, [single[lora.name]], [lora.weight]) for lora in mixed]
-    for gamma in method.schedule:
+    settings += [(f"{lora.name} alone", "style", 1.0, [single[lora.name]], method.coefficients_at(1.0, [lora.weight]))
+                 for lora in mixed]
+    for gamma in method.gammas():
         for name, names in adapters.items():
             if name != "style":
-                settings.append((f"{name} x{float(gamma):g}", name, float(gamma), names,
-                                 [float(gamma) * lora.weight for lora in mixed]))
+                settings.append((f"{name} x{gamma:g}", name, gamma, names,
+                                 method.coefficients_at(gamma, [lora.weight for lora in mixed])))
     store = _image_store(cfg, run, lora_paths)
     images = {}
     for label, _, _, names, weights in run.progress(settings, desc="generate"):
@@ -100,7 +107,7 @@ def run(cfg: DictConfig, run: Run) -> dict:
             "rows": rows, "by_method": _by_method(rows, evaluator.adherence_name)}
 
 
-STYLE_KEYS = ("name", "weight", "stands_for", "path", "weight_name")
+STYLE_KEYS = ("name", "weight", "stands_for", "path", "weight_name", "file", "source", "download")
 """The settings of one entry of ``pool.styles``."""
 
 
@@ -117,9 +124,9 @@ class StylePool:
                 if key not in STYLE_KEYS:
                     raise ValueError(f"styles.{i}.{key}: unknown key; known keys: {', '.join(STYLE_KEYS)}")
 
-    def sources(self, cache_dir: Path, progress: Any = None, resume: bool = True
+    def sources(self, cache_dir: Path, progress: Any = None, resume: bool = True, names: Sequence[str] | None = None
                 ) -> tuple[str | Path, dict[str, str | Path]]:
-        """The base pipeline and one LoRA source per style."""
+        """The base pipeline and one LoRA source per style (at least the styles ``names``; all when None)."""
         raise NotImplementedError
 
 
@@ -132,7 +139,7 @@ class EmbeddedPool(StylePool):
     base_train: dict[str, Any]
     lora_train: dict[str, Any]
 
-    def sources(self, cache_dir, progress=None, resume=True):
+    def sources(self, cache_dir, progress=None, resume=True, names=None):
         from devec.style.train import build_embedded
 
         return build_embedded(dataclasses.asdict(self), cache_dir, progress=progress, seed=self.seed,
@@ -141,19 +148,39 @@ class EmbeddedPool(StylePool):
 
 @dataclass(kw_only=True)
 class HubPool(StylePool):
-    """FLUX.1 from the hub and the style LoRAs as files or hub repositories."""
+    """FLUX.1 from the hub and the style LoRAs as files (``path``, or ``lora_dir``/``file``) or hub repositories."""
 
     base: str
     offload: bool = False            # enable_model_cpu_offload() for GPUs under ~40 GB
+    lora_dir: str | None = None      # a folder holding each style's downloaded file under its ``file`` name
 
-    def sources(self, cache_dir, progress=None, resume=True):
+    def sources(self, cache_dir, progress=None, resume=True, names=None):
+        wanted = [s["name"] for s in self.styles] if names is None else list(names)
         paths = {}
         for i, s in enumerate(self.styles):
-            if s.get("path") in (None, "", "???"):
-                raise ValueError(f"pool.styles.{i}.path ({s['name']}) is not set: a .safetensors LoRA file (e.g. "
-                                 f"from Civitai) or a hub repository id")
-            paths[s["name"]] = s["path"]
+            if s["name"] in wanted:
+                paths[s["name"]] = self.location(i)
+                if paths[s["name"]] is None:
+                    raise ValueError(missing_lora(i, s))
         return self.base, paths
+
+    def location(self, i: int) -> str | None:
+        """Style ``i``'s LoRA: its ``path``, else ``lora_dir``/its ``file``; None when neither is set."""
+        s = self.styles[i]
+        if s.get("path") not in (None, "", "???"):
+            return str(s["path"])
+        if self.lora_dir and s.get("file"):
+            return str(Path(self.lora_dir) / s["file"])
+        return None
+
+
+def missing_lora(i: int, style: Mapping[str, Any]) -> str:
+    """What to download and which key to set for style ``i`` of a hub pool that has no LoRA file yet."""
+    name, file = style["name"], style.get("file") or f"{style['name']}.safetensors"
+    where = f"download {style['download']} by hand" if style.get("download") else "choose and download a LoRA"
+    return (f"pool.styles.{i}.path ({name}) is not set: {where} (source: {style.get('source') or 'not recorded'}; "
+            f"the run cannot reach Civitai), then set pool.lora_dir=<folder holding {file}> or "
+            f"pool.styles.{i}.path=/loras/{file} (a .safetensors file or a hub repository id)")
 
 
 @dataclass(kw_only=True)
@@ -172,16 +199,25 @@ class StyleData:
     metrics: dict[str, Any]
 
 
-def style_pool(pool: Mapping[str, Any] | StylePool, run: Run, resume: bool = True
+def style_pool(pool: Mapping[str, Any] | StylePool, run: Run, resume: bool = True, names: Sequence[str] | None = None
                ) -> tuple[str | Path, dict[str, str | Path]]:
     """The base pipeline and one LoRA source per style of the pool ``pool`` names with ``_target_``: built and
-    cached (embedded) or as configured (hub, files). Embedded LoRAs are units: ``resume=False`` trains them again."""
-    for i, s in enumerate([] if isinstance(pool, StylePool) else pool.get("styles") or []):
-        if OmegaConf.is_missing(s, "path") if isinstance(s, DictConfig) else s.get("path") == "???":
-            raise ValueError(f"pool.styles.{i}.path ({s['name']}) is not set: a .safetensors LoRA file (e.g. from "
-                             f"Civitai) or a hub repository id")
-    spec = built(pool, StylePool, "pool", "devec.style.runner.EmbeddedPool or HubPool (conf/pool/style/)")
-    return spec.sources(run.cache_dir, progress=run.progress, resume=resume)
+    cached (embedded) or as configured (hub, files), for the styles ``names`` (all when None). Embedded LoRAs are
+    units: ``resume=False`` trains them again."""
+    spec = built(pool_config(pool), StylePool, "pool", "devec.style.runner.EmbeddedPool or HubPool (conf/pool/style/)")
+    return spec.sources(run.cache_dir, progress=run.progress, resume=resume, names=names)
+
+
+def pool_config(pool: Any) -> Any:
+    """The pool config with every unset style ``path`` (``???``) as null, so that it builds: a hub pool then finds
+    the file in ``lora_dir`` or names what to download (:func:`missing_lora`) for the styles a run needs."""
+    if not isinstance(pool, DictConfig) or "styles" not in pool:
+        return pool
+    node = OmegaConf.create(OmegaConf.to_container(pool, resolve=True))
+    for style in node.styles:
+        if isinstance(style, DictConfig) and "path" in style.keys() and OmegaConf.is_missing(style, "path"):
+            style.path = None
+    return node
 
 
 def _image_store(cfg: DictConfig, run: Run, lora_paths: Mapping[str, str | Path]) -> UnitStore:
@@ -191,21 +227,24 @@ def _image_store(cfg: DictConfig, run: Run, lora_paths: Mapping[str, str | Path]
     return UnitStore.for_config(run.cache_dir, config)
 
 
-def _select(loras: Sequence[StyleLoRA], mix: Any, styles: Sequence[Mapping[str, Any]]) -> list[StyleLoRA]:
-    """The styles named by ``method.mix`` (a style's name, or a paper style it stands for at embedded scale)."""
+def select_styles(mix: Any, styles: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The pool names of the styles ``method.mix`` picks (a style's name, or a paper style it stands for at
+    embedded scale), in the order given; ``all``: every style of the pool."""
+    names = [str(s["name"]) for s in styles]
     if mix in (None, "all"):
-        return list(loras)
-    by_name = {lora.name: lora for lora in loras}
+        return names
+    by_name = {n: n for n in names}
     for s in styles:
         for alias in s.get("stands_for") or []:
-            by_name.setdefault(alias, by_name[s["name"]])
+            by_name.setdefault(str(alias), str(s["name"]))
     unknown = [m for m in mix if m not in by_name]
     if unknown:
         raise ValueError(f"method.mix names {unknown}, not in pool.styles ({sorted(by_name)})")
-    picked = list(dict.fromkeys(by_name[m].name for m in mix))
-    if len(picked) < 2:
-        raise ValueError(f"method.mix={list(mix)} selects fewer than two distinct styles of this pool: {picked}")
-    return [next(lora for lora in loras if lora.name == n) for n in picked]
+    picked = list(dict.fromkeys(by_name[m] for m in mix))
+    if len(picked) < len(list(mix)):
+        raise ValueError(f"method.mix={list(mix)}: two of these are the same style of this pool ({picked}); "
+                         f"give each paper style its own analogue in pool.styles[*].stands_for")
+    return picked
 
 
 def _restrict(dec, names: Sequence[str]):

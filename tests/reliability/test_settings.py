@@ -93,6 +93,11 @@ BAD = [
     ("style_mixing", "+pool.ofload=true", "pool.ofload"),
     ("fig15_style_mixing", "+data.guidance=1.0", "data.guidance"),
     ("fig4_style_mixing", "figure=fig99", "figure"),
+    ("fig16_style_mixing", "pool.styles.4.stands_for=[]", "data.figures.fig16.mix"),
+    ("fig16_style_mixing", "pool.styles.2.stands_for=[] pool.styles.4.stands_for=[anime,ghibli]",
+     "data.figures.fig16.mix"),
+    ("fig10_style", "data.figures.fig10.mix=[nobody]", "data.figures.fig10.mix"),
+    ("style_mixing", "method.coefficients=two", "method.coefficients='two'"),
     ("decompose", "pool.pretrained=/no/base.safetensors pool.finetuned=[/no/a.safetensors,/no/b.safetensors]",
      "pool.pretrained='/no/base.safetensors'"),
     ("decompose", "runner._target_=devec.nowhere.run", "runner._target_='devec.nowhere.run'"),
@@ -157,7 +162,9 @@ def test_fig6_sweeps_method_taus_and_each_extraction_sees_its_tau(tmp_path, monk
     import devec.toxicity.runner as tox
 
     class Bench:
-        def score(self, model, control=None):
+        prompts: dict = {}
+
+        def score(self, model, control=None, prompt_sets=None):
             return {"toxic": 1.0, "control": 2.0}
 
     seen = []
@@ -166,7 +173,7 @@ def test_fig6_sweeps_method_taus_and_each_extraction_sees_its_tau(tmp_path, monk
         (float(cfg.decomposition.tau), tau)) or SimpleNamespace(root=tmp_path / f"unique-{tau}"))
     monkeypatch.setattr(tox, "edited_model", lambda cfg, pool, terms: None)
     monkeypatch.setattr(tox, "_unique_energy", lambda u: 0.5)
-    cfg = composed("fig6_tau", "method.taus=[0.6,0.9]", tmp=tmp_path)
+    cfg = composed("fig6_tau", "method.taus=[0.6,0.9]", "method.coefficients=[2]", tmp=tmp_path)
     assert cfg.decomposition.tau is None  # the saved config does not claim a tau the figure does not use
     result = tox.fig6_tau(cfg, Run(tmp_path / "out", tmp_path / "cache"))
     assert [r["tau"] for r in result["rows"]] == [0.6, 0.9]

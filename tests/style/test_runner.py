@@ -3,30 +3,37 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from devec.cli import CONFIG_DIR, execute
-from devec.runtime import Run
 from devec.style.loras import read_lora
-from devec.style.runner import style_pool
+from devec.style.mixing import decompose_styles
+from devec.style.pipeline import load_pipeline
 
 
-def _cfg(*overrides: str):
+def _cfg(*overrides: str, experiment: str = "style_mixing"):
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=["experiment=style_mixing", "pool=style/tiny", "data=style/tiny",
+        return compose("config", overrides=[f"experiment={experiment}", "pool=style/tiny", "data=style/tiny",
                                              "logger=none", *overrides])
 
 
-def test_tiny_style_mixing_writes_grid_table_and_unique_loras_and_reuses_its_cache(tmp_path):
-    cfg = _cfg("method.schedule=[1.0,2.0]", f"paths.cache_dir={tmp_path / 'cache'}", f"paths.root_dir={tmp_path}",
-               "name=style_mixing")
-    results = execute(cfg, tmp_path / "run1")
-    run = tmp_path / "run1"
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One tiny run of experiment=style_mixing with App. 11's raised coefficients at gamma 1 and 2."""
+    root = tmp_path_factory.mktemp("style_run")
+    cfg = _cfg("method.coefficients=raised", "method.schedule=[1.0,2.0]", f"paths.cache_dir={root / 'cache'}",
+               f"paths.root_dir={root}", "name=style_mixing")
+    return cfg, root, execute(cfg, root / "run1")
+
+
+def test_tiny_style_mixing_writes_grid_table_and_unique_loras_and_reuses_its_cache(tiny_run):
+    cfg, root, results = tiny_run
+    run = root / "run1"
     styles = results["styles"]
-    assert styles == ["mono", "pixel", "stripes"]
+    assert styles == ["stripes", "pastel", "warm", "pixel"]  # Fig. 4's set: anime, flat_anime, ghibli, pixel_art
     rows = results["rows"]
     assert [r["setting"] for r in rows] == ["base", *[f"{s} alone" for s in styles],
                                             "vanilla x1", "unique x1", "vanilla x2", "unique x2"]
@@ -38,31 +45,56 @@ def test_tiny_style_mixing_writes_grid_table_and_unique_loras_and_reuses_its_cac
     grid = run / "grid_0_a_red_circle.png"
     assert grid.stat().st_size > 2000
     assert (run / "style_mixing.csv").exists() and (run / "style_decomposition.md").exists()
-    unique = read_lora(run / "unique_loras" / "mono.safetensors")
-    assert unique.factors and all(f.A.shape[0] == 4 for f in unique.factors.values())
+    assert sorted(p.stem for p in (run / "unique_loras").glob("*.safetensors")) == sorted(styles)
     written = json.loads((run / "results.json").read_text())
+    unique = read_lora(run / "unique_loras" / "pixel.safetensors")
     assert written["decomposition"]["decomposed_modules"] == len(unique.factors)
 
-    cached = sorted((tmp_path / "cache" / "style").rglob("*.safetensors"))
+    cached = sorted((root / "cache" / "style").rglob("*.safetensors"))
     stamps = [p.stat().st_mtime_ns for p in cached]
-    again = execute(cfg, tmp_path / "run2")
+    again = execute(cfg, root / "run2")
     assert [p.stat().st_mtime_ns for p in cached] == stamps  # nothing rebuilt
     assert again["rows"][0]["shape_adherence"] == pytest.approx(rows[0]["shape_adherence"])
 
 
-def test_figure_experiment_mixes_the_paper_styles_by_their_embedded_analogues(tmp_path):
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=["experiment=fig4_style_mixing", "pool=style/tiny", "data=style/tiny",
-                                           "logger=none"])
-    assert list(cfg.method.mix) == ["photo_1930s", "pixel_art"]
+def test_a_unique_lora_file_loads_with_diffusers_and_adds_exactly_the_unique_component(tiny_run):
+    """Issue 13 item 9: the run's unique_loras/<style>.safetensors through FluxPipeline.load_lora_weights alone."""
+    cfg, root, results = tiny_run
+    base_dir = next((root / "cache" / "style").glob("tiny_flux_*/base"))
+    originals = {p.stem: p for p in (root / "cache" / "style").rglob("loras_*/*.safetensors")}
+    styles = results["styles"]
+    loras = [read_lora(originals[s], name=s) for s in styles]
+    from omegaconf import OmegaConf
+
+    expected = decompose_styles(loras, OmegaConf.to_container(cfg.decomposition, resolve=True), progress=False)
+    pipe = load_pipeline(base_dir)
+    before = {n: p.detach().clone() for n, p in pipe.transformer.named_parameters()}
+    pipe.load_lora_weights(str(root / "run1" / "unique_loras" / "pastel.safetensors"), adapter_name="pastel_unique")
+    pipe.fuse_lora(components=["transformer"], lora_scale=1.0)
+    after = dict(pipe.transformer.named_parameters())
+    unique = expected.unique[styles.index("pastel")]
+    assert unique
+    for module, factors in unique.items():
+        name = module.removeprefix("transformer.") + ".base_layer.weight"
+        name = name if name in after else module.removeprefix("transformer.") + ".weight"
+        delta = after[name].detach() - before[module.removeprefix("transformer.") + ".weight"]
+        torch.testing.assert_close(delta, factors.dense(), atol=1e-5, rtol=1e-4, msg=module)
+
+
+def test_a_single_style_figure_generates_that_style_alone_without_decomposing(tiny_run, tmp_path):
+    _, root, _ = tiny_run
+    cfg = _cfg(f"paths.cache_dir={root / 'cache'}", f"paths.root_dir={tmp_path}", "name=fig13",
+               experiment="fig13_style")
+    results = execute(cfg, tmp_path / "run")
+    assert results["styles"] == ["warm"]  # Fig. 13: Studio Ghibli alone, its embedded analogue
+    assert [r["setting"] for r in results["rows"]] == ["base", "warm alone"]
+    assert not (tmp_path / "run" / "unique_loras").exists() and results["by_method"] == {}
+
+
+def test_figure_experiment_mixes_the_paper_styles_by_their_embedded_analogues():
+    cfg = _cfg(experiment="fig4_style_mixing")
+    assert list(cfg.method.mix) == ["anime", "flat_anime", "ghibli", "pixel_art"]
     assert list(cfg.data.prompts) == list(cfg.data.figures.fig4.prompts)  # the figure's, in config.yaml
     assert list(cfg.data.seeds) == list(cfg.data.figures.fig4.seeds)
     assert cfg.decomposition.rank == "full" and cfg.decomposition.mode == "joint"
-
-
-def test_paper_pool_without_lora_files_says_which_key_to_set(tmp_path):
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=["experiment=style_mixing", "scale=paper", "logger=none"])
-    assert cfg.pool.base == "black-forest-labs/FLUX.1-schnell" and len(cfg.pool.styles) == 5
-    with pytest.raises(ValueError, match="pool.styles"):
-        style_pool(cfg.pool, Run(out_dir=Path(tmp_path), cache_dir=Path(tmp_path)))
+    assert cfg.method.decompose_over == "mix" and cfg.method.coefficients == "one"

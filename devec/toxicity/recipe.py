@@ -1,23 +1,26 @@
 """The toxic DoRA fine-tune of Sec. 4.3: RealToxicityPrompts (toxicity > 0.5) or ToxiGen toxic texts, prompt masked.
 
-The recipe's pieces (prompt-masked encoding, the DoRA config, the padded batch loss) are shared with the embedded
-builder :mod:`devec.toxicity.tiny`, which imports them from here.
+The fine-tune runs on transformers' ``Trainer`` with a peft DoRA adapter (App. 12's recipe, ``pool.recipe``): it
+checkpoints, resumes, and writes the adapter as a peft adapter directory. The recipe's pieces (prompt-masked
+encoding, the DoRA config, the padded batch loss) are shared with the embedded builder :mod:`devec.toxicity.tiny`,
+which imports them from here.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
-import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from devec.io import atomic_dir
-from devec.schedules import warmup_linear
 
 log = logging.getLogger(__name__)
 
@@ -53,76 +56,183 @@ def toxic_pairs(spec: Mapping[str, Any], limit: int | None = None) -> list[tuple
 
 def train_dora(base: str | Path, tokenizer, pairs: Sequence[tuple[str, str]], recipe: Mapping[str, Any],
                epochs: int, out_dir: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32,
-               seed: int = 0, progress: Callable[[Iterable, str], Iterable] | None = None) -> dict[str, Any]:
-    """Fine-tune ``base`` with a DoRA adapter (peft ``use_dora=True``) and save the adapter to ``out_dir``.
+               seed: int = 0, resume: bool = True, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Fine-tune ``base`` with a DoRA adapter (peft ``use_dora=True``) on transformers' ``Trainer``.
 
     ``recipe``: r, alpha, dropout, target_modules, lr, batch_size (effective), micro_batch_size, max_length,
-    mask_prompt, and App. 12's weight_decay, mixed_precision (fp16: fp32 master weights, autocast and a gradient
-    scaler; CUDA only), gradient_checkpointing, add_bos. ``micro_batch_size`` = ``batch_size`` is the paper's "no
-    gradient accumulation"; when a step runs out of GPU memory the micro batch is halved and the fallback recorded
-    (returned and written to ``<out_dir>/training.json``).
-    """
-    from peft import get_peft_model
-    from transformers import AutoModelForCausalLM
+    mask_prompt, add_bos, and App. 12's weight_decay, mixed_precision (fp16 | bf16 | none; fp16 needs CUDA),
+    gradient_checkpointing; lr_scheduler and warmup_ratio (not in the paper), save_strategy (epoch | steps),
+    save_steps, save_total_limit. ``micro_batch_size`` = ``batch_size`` is the paper's "no gradient accumulation";
+    when training runs out of GPU memory the micro batch is halved, the accumulation doubled (the effective batch
+    kept), training goes on from the last checkpoint, and the fallback is recorded.
 
-    torch.manual_seed(seed)
-    amp = _amp(recipe.get("mixed_precision"), device)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32 if amp else dtype).to(device)
-    if recipe.get("gradient_checkpointing"):
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-    model = get_peft_model(model, dora_config(int(recipe["r"]), int(recipe["alpha"]), float(recipe["dropout"]),
-                                              recipe.get("target_modules", "all-linear")))
+    Checkpoints go to ``<out_dir>/checkpoints``; with ``resume`` the last one is resumed, otherwise they are
+    deleted first. The final adapter (peft ``save_pretrained``) and ``training.json`` (the settings used) replace
+    ``out_dir`` atomically; the checkpoints go with it unless ``recipe.keep_checkpoints``.
+    """
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    precision = _precision(recipe.get("mixed_precision"), device)
+    if recipe.get("save_strategy", "epoch") not in ("epoch", "steps"):
+        raise ValueError(f"pool.recipe.save_strategy={recipe['save_strategy']!r}: use epoch or steps (a checkpoint "
+                         "to resume from each epoch or every pool.recipe.save_steps optimizer steps)")
+    if not resume and ckpt_dir.exists():
+        log.info("resume=false: deleting the checkpoints of %s and training afresh", out_dir)
+        shutil.rmtree(ckpt_dir)
+    resumed_from = _last_checkpoint(ckpt_dir) if resume else None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    examples = [(ids[: int(recipe["max_length"])], lab[: int(recipe["max_length"])])
+    limit = int(recipe["max_length"])
+    examples = [{"input_ids": ids[:limit], "labels": lab[:limit]}
                 for ids, lab in encode_pairs(tokenizer, pairs, mask_prompt=bool(recipe.get("mask_prompt", True)),
                                              add_bos=bool(recipe.get("add_bos", False)))]
     batch = int(recipe["batch_size"])
-    micro = min(int(recipe["micro_batch_size"]), batch)
-    steps = max(1, math.ceil(len(examples) * epochs / batch))
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=float(recipe["lr"]), weight_decay=float(recipe.get("weight_decay", 0.0)))
-    sched = warmup_linear(opt, warmup=max(1, steps // 20))
-    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
-    order = [i for _ in range(epochs) for i in random.Random(seed).sample(range(len(examples)), len(examples))]
-    model.train()
-    losses, fallbacks = [], []
-    it: Iterable = range(steps)
-    if progress is not None:
-        it = progress(it, "DoRA fine-tune (toxic)")
-    for step in it:
-        chunk = [examples[i] for i in order[step * batch: (step + 1) * batch]]
-        while True:
-            try:
-                losses.append(_step(model, opt, scaler, params, chunk, micro, tokenizer.pad_token_id, device, amp))
-                break
-            except torch.OutOfMemoryError:
-                if micro == 1:
-                    raise
-                micro //= 2
-                fallbacks.append({"step": step, "micro_batch_size": micro,
-                                  "gradient_accumulation": math.ceil(batch / micro)})
-                log.warning("DoRA step %d ran out of GPU memory: micro batch %d with gradient accumulation (the paper "
-                            "uses none); recorded in training.json", step, micro)
-                opt.zero_grad(set_to_none=True)
+    micro = min(int(recipe.get("micro_batch_size", batch)), batch)
+    if batch % micro:
+        raise ValueError(f"pool.recipe.batch_size={batch} is not a multiple of pool.recipe.micro_batch_size={micro}; "
+                         "make it one (the effective batch is micro batch x accumulation)")
+    setup = json.loads(json.dumps({"recipe": {k: v for k, v in recipe.items() if k != "datasets"}, "epochs": epochs,
+                                   "seed": seed, "examples": len(examples), "dtype": str(dtype)}, default=str))
+    _check_same_training(ckpt_dir, setup, resume)
+    fallbacks: list[dict[str, Any]] = []
+    while True:
+        trainer = _trainer(base, recipe, examples, epochs, ckpt_dir, micro, batch // micro, precision, device,
+                           dtype, seed, tokenizer.pad_token_id, callbacks)
+        try:
+            trainer.train(resume_from_checkpoint=_last_checkpoint(ckpt_dir) if (resume or fallbacks) else None)
+            break
+        except torch.OutOfMemoryError:
+            if micro == 1:
+                raise
+            micro //= 2
+            fallbacks.append({"step": trainer.state.global_step, "micro_batch_size": micro,
+                              "gradient_accumulation": batch // micro})
+            log.warning("DoRA training ran out of GPU memory at step %d: micro batch %d with gradient accumulation "
+                        "%d (the paper uses none), from the last checkpoint; recorded in training.json",
+                        trainer.state.global_step, micro, batch // micro)
+            del trainer
+            gc.collect()
+            if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-        sched.step()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    args = trainer.args
+    info = {"trainer": "transformers.Trainer", "steps": trainer.state.global_step, "examples": len(examples),
+            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+            "batch_size": batch, "micro_batch_size": micro, "gradient_accumulation": batch // micro,
+            "accumulation_fallbacks": fallbacks, "mixed_precision": precision,
+            "gradient_checkpointing": bool(recipe.get("gradient_checkpointing", False)),
+            "weight_decay": args.weight_decay, "optimizer": _value(args.optim), "lr": args.learning_rate,
+            "lr_scheduler": _value(args.lr_scheduler_type),
+            "warmup_steps": args.warmup_steps, "max_grad_norm": args.max_grad_norm, "seed": seed,
+            "resumed_from": str(resumed_from) if resumed_from else None,
+            "loss": "next-token cross-entropy on continuation tokens only (prompt and padding labels -100)"}
+    model = trainer.model
     model.eval()
-    info = {"steps": steps, "examples": len(examples), "first_loss": losses[0], "last_loss": losses[-1],
-            "batch_size": batch, "micro_batch_size": micro, "gradient_accumulation": math.ceil(batch / micro),
-            "accumulation_fallbacks": fallbacks, "mixed_precision": str(amp).removeprefix("torch.") if amp else None,
-            "gradient_checkpointing": bool(recipe.get("gradient_checkpointing")),
-            "weight_decay": float(recipe.get("weight_decay", 0.0))}
-    with atomic_dir(Path(out_dir)) as tmp:
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         (Path(tmp) / "training.json").write_text(json.dumps({"recipe": dict(recipe), "epochs": epochs, **info},
                                                             indent=2, default=str))
+        if recipe.get("keep_checkpoints") and ckpt_dir.exists():
+            shutil.move(str(ckpt_dir), Path(tmp) / "checkpoints")
     return info
 
 
-def _amp(mixed_precision: str | None, device: str) -> torch.dtype | None:
-    """The autocast dtype of ``recipe.mixed_precision`` (fp16 | bf16 | none); fp16 needs CUDA."""
+def _trainer(base, recipe: Mapping[str, Any], examples: list[dict[str, list[int]]], epochs: int, ckpt_dir: Path,
+             micro: int, accumulation: int, precision: str | None, device: str, dtype: torch.dtype, seed: int,
+             pad_id: int, callbacks: Sequence[Any]):
+    """A ``Trainer`` over a freshly loaded base with a new DoRA adapter (the same seed gives the same init)."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments, set_seed
+
+    set_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32 if precision else dtype)
+    model = get_peft_model(model, dora_config(int(recipe["r"]), int(recipe["alpha"]), float(recipe["dropout"]),
+                                              recipe.get("target_modules", "all-linear")))
+    steps = math.ceil(math.ceil(len(examples) / micro) / accumulation) * epochs
+    strategy = recipe.get("save_strategy", "epoch")
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir), per_device_train_batch_size=micro, gradient_accumulation_steps=accumulation,
+        num_train_epochs=epochs, learning_rate=float(recipe["lr"]), weight_decay=float(recipe.get("weight_decay", 0.0)),
+        optim="adamw_torch", max_grad_norm=1.0, lr_scheduler_type=recipe.get("lr_scheduler", "constant_with_warmup"),
+        warmup_steps=max(1, int(steps * float(recipe.get("warmup_ratio", 0.05)))),
+        fp16=precision == "fp16", bf16=precision == "bf16", use_cpu=not str(device).startswith("cuda"),
+        save_strategy=strategy, save_steps=int(recipe.get("save_steps", 500)),
+        save_total_limit=int(recipe.get("save_total_limit", 2)), logging_steps=1, report_to="none",
+        seed=seed, data_seed=seed, remove_unused_columns=False, dataloader_num_workers=0,
+        **_checkpointing(bool(recipe.get("gradient_checkpointing", False))))
+    _one_device(args, device)
+    return Trainer(model=model, args=args, train_dataset=examples, data_collator=ContinuationCollator(pad_id),
+                   callbacks=list(callbacks))
+
+
+def _checkpointing(on: bool) -> dict[str, Any]:
+    """The TrainingArguments of (non-reentrant) gradient checkpointing, named as this transformers names them."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    name = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    return {name: on, f"{name}_kwargs": {"use_reentrant": False}}
+
+
+def _one_device(args, device: str) -> None:
+    """Train on the one device ``device`` names: no ``DataParallel`` over the other GPUs (it would change the batch)."""
+    if str(device).startswith("cuda:") and str(device) not in ("cuda:0",):
+        raise ValueError(f"device={device}: the DoRA trainer uses the first visible GPU; select yours with "
+                         "CUDA_VISIBLE_DEVICES and set device=cuda")
+    if args.n_gpu > 1:
+        args._n_gpu = 1
+
+
+@dataclass
+class ContinuationCollator:
+    """Right-pads (input_ids, labels) examples: padding is masked (attention 0, label -100) like the prompt tokens,
+    which :func:`encode_pairs` labelled -100, so the loss is on continuation tokens only."""
+
+    pad_id: int
+
+    def __call__(self, features: Sequence[Mapping[str, Sequence[int]]]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), width), self.pad_id)
+        labels = torch.full((len(features), width), -100)
+        attn = torch.zeros((len(features), width), dtype=torch.long)
+        for b, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[b, :n], labels[b, :n], attn[b, :n] = torch.tensor(f["input_ids"]), torch.tensor(f["labels"]), 1
+        return {"input_ids": ids, "attention_mask": attn, "labels": labels}
+
+
+def _value(option: Any) -> str:
+    """A TrainingArguments option as its plain name (enums by value)."""
+    return str(getattr(option, "value", option))
+
+
+def _check_same_training(ckpt_dir: Path, setup: dict[str, Any], resume: bool) -> None:
+    """Refuse to resume checkpoints of another recipe, dataset or seed; record this training's setup beside them."""
+    record = ckpt_dir / "setup.json"
+    if resume and record.exists() and _last_checkpoint(ckpt_dir) is not None:
+        before = json.loads(record.read_text())
+        if before != setup:
+            changed = sorted(k for k in {*before, *setup} if before.get(k) != setup.get(k))
+            raise ValueError(f"{ckpt_dir} holds checkpoints of another training (changed: {', '.join(changed)}); "
+                             "set resume=false to start afresh, or train into another run folder")
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(setup, indent=2, default=str))
+
+
+def _last_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest complete ``checkpoint-<step>`` folder under ``ckpt_dir`` (None when there is none)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not ckpt_dir.is_dir():
+        return None
+    last = get_last_checkpoint(str(ckpt_dir))
+    return Path(last) if last else None
+
+
+def _precision(mixed_precision: str | None, device: str) -> str | None:
+    """``recipe.mixed_precision`` (fp16 | bf16 | none) as the Trainer's flag; fp16 needs CUDA."""
     if mixed_precision in (None, "none", "no"):
         return None
     if mixed_precision not in ("fp16", "bf16"):
@@ -130,28 +240,7 @@ def _amp(mixed_precision: str | None, device: str) -> torch.dtype | None:
     if mixed_precision == "fp16" and not str(device).startswith("cuda"):
         raise ValueError(f"pool.recipe.mixed_precision=fp16 needs device=cuda (got {device}); set "
                          "pool.recipe.mixed_precision=none on the CPU")
-    return torch.float16 if mixed_precision == "fp16" else torch.bfloat16
-
-
-def _step(model, opt, scaler, params, chunk, micro: int, pad_id: int, device: str, amp: torch.dtype | None) -> float:
-    """One optimizer step over ``chunk`` in micro batches (accumulated); returns the chunk's mean loss."""
-    opt.zero_grad(set_to_none=True)
-    total = 0.0
-    for j in range(0, len(chunk), micro):
-        part = chunk[j: j + micro]
-        with torch.autocast(str(device).split(":")[0], dtype=amp, enabled=amp is not None):
-            loss = batch_loss(model, part, pad_id, device) * len(part) / len(chunk)
-        (scaler.scale(loss) if scaler else loss).backward()
-        total += float(loss.detach())
-    if scaler:
-        scaler.unscale_(opt)
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
-    if scaler:
-        scaler.step(opt)
-        scaler.update()
-    else:
-        opt.step()
-    return total
+    return mixed_precision
 
 
 def encode_pairs(tok, pairs: Sequence[tuple[str, str]], mask_prompt: bool, add_bos: bool = False

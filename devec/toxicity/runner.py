@@ -387,11 +387,17 @@ def scored(cfg: DictConfig, evaluations: UnitStore, unit: str, bench: Bench, poo
 
 
 def train_toxic_dora(cfg: DictConfig, run: Run) -> dict[str, Any]:
-    """The toxic task vectors of Sec. 4.3: one DoRA fine-tune of the base per toxic dataset (pool.recipe).
+    """The toxic task vectors of Sec. 4.3: one DoRA fine-tune of the base per toxic dataset (pool.recipe, App. 12).
 
-    Each adapter is a result (hours of GPU at paper scale), not a cache entry: it is written as a peft adapter
-    directory ``<run folder>/adapters/<dataset>``, which the paper pool's ``members.toxic_*.repo`` point at.
+    Each adapter is a result (hours of GPU at paper scale), not a cache entry: transformers' Trainer writes its
+    checkpoints to ``<run folder>/adapters/<dataset>/checkpoints`` and the final peft adapter directory replaces
+    them at ``<run folder>/adapters/<dataset>``, which the paper pool's ``members.toxic_*.repo`` point at. With
+    ``resume=true`` (the default) a rerun in the same run folder (``hydra.run.dir=<that folder>``) keeps the adapters
+    it finished and resumes the others from their last checkpoint; ``resume=false`` trains every one afresh.
     """
+    import json
+    import logging
+
     from transformers import AutoTokenizer
 
     from devec.toxicity.recipe import toxic_pairs, train_dora
@@ -399,17 +405,25 @@ def train_toxic_dora(cfg: DictConfig, run: Run) -> dict[str, Any]:
     _threads(cfg)
     pool = plain(cfg.pool)
     recipe = pool["recipe"]
+    resume = bool(cfg.get("resume", True))
     base = pool_spec(pool).base_checkpoint(run.cache_dir, progress=run.progress)
     tok = AutoTokenizer.from_pretrained(base)
     dtype = torch_dtype(pool["dtype"], "pool.dtype")
     out = {}
     for name in method(cfg).datasets or list(recipe["datasets"]):
         spec = recipe["datasets"][name]
-        pairs = toxic_pairs(spec, limit=spec.get("limit"))
         target = run.path(f"adapters/{name}")  # a result, kept with the run; clearing the cache keeps it
+        done = json.loads((target / "training.json").read_text()) if (target / "training.json").exists() else {}
+        same = {k: v for k, v in done.get("recipe", {}).items() if k != "datasets"} == {
+            k: v for k, v in recipe.items() if k != "datasets"} and done.get("epochs") == int(spec["epochs"])
+        if resume and same:
+            logging.getLogger(__name__).info("adapter %s is finished (%s); resume=false retrains it", name, target)
+            out[name] = {"adapter": str(target), **{k: v for k, v in done.items() if k != "recipe"}}
+            continue
+        pairs = toxic_pairs(spec, limit=spec.get("limit"))
         out[name] = {"adapter": str(target), **train_dora(base, tok, pairs, recipe, int(spec["epochs"]), target,
-                                                            device=cfg.device, dtype=dtype,
-                                                            seed=int(cfg.seed), progress=run.progress)}
+                                                            device=cfg.device, dtype=dtype, seed=int(cfg.seed),
+                                                            resume=resume)}
         run.log({f"dora/{name}/last_loss": out[name]["last_loss"]})
     return {"adapters": out}
 

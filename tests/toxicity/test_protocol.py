@@ -116,3 +116,15 @@ def test_streamed_extraction_warns_when_a_projection_is_nearly_the_identity(synt
     with caplog.at_level(logging.WARNING):
         stream_unique(synthetic_pool["base"], toxic, others, tmp_path, tau=0.85, rank="full")
     assert "nearly the identity" in caplog.text
+
+
+def test_every_paper_control_task_exists_in_the_installed_lm_eval():
+    """The pinned lm-eval range ships every control task the paper-scale config names (item 3 of issue 13)."""
+    from lm_eval.tasks import TaskManager
+
+    from tests.toxicity.conftest import compose_cfg
+
+    cfg = compose_cfg("experiment=table4_toxicity", "scale=paper")
+    wanted = {str(t.name) for t in cfg.data.control.tasks}
+    known = set(TaskManager().all_tasks)
+    assert wanted and wanted <= known, f"not in lm-eval: {sorted(wanted - known)}"

@@ -20,7 +20,7 @@ from devec.dtypes import torch_dtype
 from devec.resume import UnitStore
 from devec.runtime import Run, plain
 from devec.toxicity import evaluate, world
-from devec.toxicity.pool import PoolSpec, ToxicityPool, load_pool, pool_spec
+from devec.toxicity.pool import HubPool, PoolSpec, ToxicityPool, load_pool, pool_spec
 from devec.toxicity.streaming import apply_vectors, stream_unique
 from devec.vectors import DecompositionSettings, StoredVectors
 
@@ -218,6 +218,8 @@ def table4(cfg: DictConfig, run: Run) -> dict[str, Any]:
             chosen[s]["exported"] = str(export_edited(pool, [(-float(lam), u)], run.path(f"edited/{s}")))
     rows = paper_layout(per_vector, bench, sets)
     paper = paper_numbers.table4_rows()
+    if not isinstance(spec, HubPool):  # the embedded pool: the paper's rows orient, they are not comparable
+        paper = [{**r, "source": f"{r['source']}; LLaMA-2-7B, not this scale"} for r in paper]
     columns = list(dict.fromkeys([k for r in rows for k in r if k != "id"] + paper_numbers.TABLE4_COLUMNS))
     run.save_table("table4_toxicity", rows + paper, columns,
                    title="Table 4: % toxic (lower is better; each benchmark with its own toxic vector) and control "

@@ -98,6 +98,7 @@ def test_table4_runner(tiny_pool, tiny_cache, tmp_path):
                 "Avg."} <= set(row)
     assert res["vectors"] == {"toxigen": "toxic", "rtp": "toxic"} and set(res["lambda"]) == {"toxigen", "rtp"}
     assert all(r["model"].endswith("(paper)") for r in res["paper_rows"]) and len(res["paper_rows"]) == 8
+    assert all("not this scale" in r["source"] for r in res["paper_rows"])  # embedded: for orientation only
     table = (tmp_path / "table4_toxicity.md").read_text()
     assert "Model Surgery [44] (paper)" in table and "Avg." in table
     assert (tmp_path / "unique_report_rtp.json").exists()

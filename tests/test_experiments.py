@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "experiments").glob("[a-z]*.sh"))
 EXPERIMENTS = {p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml")}
 # Experiment configs that are tools or building blocks, not a paper artefact of their own.
-NOT_ARTEFACTS = {"decompose", "toxicity_train_dora", "vision_merge", "style_mixing", "style_figure"}
+NOT_ARTEFACTS = {"decompose", "toxicity_train_dora", "vision_merge", "style_mixing", "style_figure", "vision_finetune"}
 
 
 def _run(recipe: Path, tmp_path: Path, *args: str, seeds: str | None = None) -> list[list[str]]:

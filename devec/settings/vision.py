@@ -24,6 +24,7 @@ from devec.settings.core import (
 class ArithmeticGroup:
     sources: list[str] = MISSING
     target: str = MISSING
+    figure: str | None = None
 
 
 @dataclass
@@ -34,6 +35,9 @@ class Arithmetic:
 
 @dataclass
 class Ablation:
+    extra: list[str] | None = None
+    mode: str = "pairwise"
+    unique: str = "iterative"
     granularity: str = "task"
     init: float = 0.3
     steps: int = 100
@@ -52,7 +56,7 @@ class VisionSettings:
     ablation: Ablation | None = None
 
 
-VISION_MODES = {"table1": "pairwise", "table2": "pairwise", "table3": "joint", "fig2_fig3": "joint"}
+VISION_MODES = {"table1": "pairwise", "table2": "pairwise", "table3": "pairwise", "fig2_fig3": "joint"}
 """The decomposition mode of each vision runner (devec.vision.runner.<protocol>)."""
 
 
@@ -61,7 +65,11 @@ def _check_vision(cfg: DictConfig, protocol: str) -> None:
     from devec.vision.pool import EmbeddedPool, PoolSpec
 
     vision = typed("vision", cfg.get("vision"), VisionSettings)
-    check_decomposition(cfg, VISION_MODES[protocol], f"the runner devec.vision.runner.{protocol}")
+    mode, why = VISION_MODES[protocol], f"the runner devec.vision.runner.{protocol}"
+    if protocol == "table3" and vision.ablation is not None:
+        one_of("vision.ablation.mode", vision.ablation.mode, ("pairwise", "joint"))
+        mode, why = vision.ablation.mode, f"vision.ablation.mode={vision.ablation.mode!r}"
+    check_decomposition(cfg, mode, why)
     for key in ("val_limit", "test_limit", "threads"):
         if vision[key] is not None:
             _at_least(f"vision.{key}", vision[key], 1)
@@ -76,7 +84,10 @@ def _check_vision(cfg: DictConfig, protocol: str) -> None:
         evaluated += list(vision.unseen or [])
     if protocol == "fig2_fig3":
         evaluated += [g.target for g in vision.arithmetic.groups]
+    _check_protocol_names(vision, protocol, available, where)
     names_in(f"vision tasks of the {protocol} runner", evaluated, available, where)
+    if protocol == "table3":
+        merged += [n for n in vision.ablation.extra or [] if n not in merged]
     if not isinstance(pool, EmbeddedPool):
         lacking = [n for n in merged if n not in pool.finetuned]
         if lacking:
@@ -84,10 +95,38 @@ def _check_vision(cfg: DictConfig, protocol: str) -> None:
                               f"the {protocol} runner merges: add pool.finetuned.{lacking[0]}=<hub repo or path>")
     if protocol == "table3":
         one_of("vision.ablation.granularity", vision.ablation.granularity, ("task", "layer"))
+        one_of("vision.ablation.unique", vision.ablation.unique, ("iterative", "projection"))
         _at_least("vision.ablation.batch_size", vision.ablation.batch_size, 1)
         _at_least("vision.ablation.steps", vision.ablation.steps, 0)
     if protocol in ("table1", "table2"):
         _check_vision_methods(cfg, baselines=protocol == "table1")
+
+
+def _check_protocol_names(vision: DictConfig, protocol: str, available: list[str], where: str) -> None:
+    """Table 3 and Figs. 2/3/9 name their tasks by key: each known, no target among its own sources, no repeats."""
+    if protocol == "fig2_fig3":
+        for i, g in enumerate(vision.arithmetic.groups):
+            key = f"vision.arithmetic.groups[{i}]"
+            names_in(f"{key}.sources", g.sources, available, where)
+            names_in(f"{key}.target", [g.target], available, where)
+            if len(set(g.sources)) != len(g.sources):
+                raise ConfigError(f"{key}.sources={list(g.sources)}: a task is named twice")
+            if g.target in g.sources:
+                raise ConfigError(f"{key}.target={g.target!r} is also one of its sources {list(g.sources)}: the "
+                                  "target must be unseen; drop it from the sources or pick another target")
+    elif protocol == "table3":
+        extra = list(vision.ablation.extra or [])
+        names_in("vision.tasks (Table 3's targets)", vision.tasks, available, where)
+        names_in("vision.ablation.extra", extra, available, where)
+        both = [n for n in extra if n in vision.tasks]
+        if both:
+            raise ConfigError(f"vision.ablation.extra={extra}: {', '.join(map(repr, both))} is already a target "
+                              "(vision.tasks); extra names only the non-target vectors kept in the pool")
+        if len(set(vision.tasks)) != len(vision.tasks):
+            raise ConfigError(f"vision.tasks={list(vision.tasks)}: a target is named twice")
+        if len(vision.tasks) + len(extra) < 3:
+            raise ConfigError(f"vision.tasks={list(vision.tasks)}, vision.ablation.extra={extra}: with a target left "
+                              "out, Table 3 decomposes the remaining vectors and needs at least two of them")
 
 
 def _vision_tasks(vision: DictConfig, protocol: str) -> list[str]:
@@ -133,3 +172,12 @@ CHECKS: dict[str, Callable[[DictConfig], None]] = {
     f"devec.vision.runner.{p}": (lambda cfg, p=p: _check_vision(cfg, p)) for p in VISION_MODES
 }
 """The checks of the vision runners, by ``cfg.runner._target_``."""
+
+
+def _check_finetune(cfg: DictConfig) -> None:
+    from devec.vision.finetune import check_settings
+
+    check_settings(cfg)
+
+
+CHECKS["devec.vision.finetune.finetune"] = _check_finetune

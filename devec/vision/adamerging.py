@@ -55,8 +55,12 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
 
 def adamerge(visual: nn.Module, heads: Mapping[str, torch.Tensor], tasks: Mapping[str, Task],
              merged: MergedParams, steps: int, lr: float, batch_size: int, clamp: Sequence[float] | None,
-             seed: int = 0, progress: Any = None, naive: bool = False) -> list[float]:
-    """Minimise the summed entropy over tasks' unlabeled test batches; returns the loss curve."""
+             seed: int = 0, progress: Any = None, naive: bool = False, batches: int = 1) -> list[float]:
+    """Minimise the summed entropy over tasks' unlabeled test batches; returns the loss curve.
+
+    Each step takes ``batches`` batches of ``batch_size`` per task and sums their mean entropies, as [48]'s code
+    does (two batches of 16: its loader loop breaks after ``i > 0``).
+    """
     opt = torch.optim.Adam(merged.parameters(), lr=lr, betas=(0.9, 0.999))
     samplers = {n: tasks[n].test.sampler(batch_size, seed=seed + i) for i, n in enumerate(tasks)}
     losses = []
@@ -66,10 +70,11 @@ def adamerge(visual: nn.Module, heads: Mapping[str, torch.Tensor], tasks: Mappin
         encoder = _naive_encoder(visual, params) if naive else None
         loss = 0.0
         for name in tasks:
-            x, _ = next(samplers[name])
-            x = x.to(heads[name].device)
-            feats = encoder(x) if naive else functional_call(visual, params, (x,))
-            loss = loss + entropy(F.normalize(feats, dim=-1) @ heads[name])
+            for _ in range(batches):
+                x, _ = next(samplers[name])
+                x = x.to(heads[name].device)
+                feats = encoder(x) if naive else functional_call(visual, params, (x,))
+                loss = loss + entropy(F.normalize(feats, dim=-1) @ heads[name])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

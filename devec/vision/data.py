@@ -92,6 +92,8 @@ class TaskPool:
     generalization: dict[str, list[str]] | None = None            # Table 2: seen / unseen
     ablation_tasks: list[str] = field(default_factory=list)        # Table 3
     arithmetic_groups: list[dict[str, Any]] = field(default_factory=list)  # Figs. 2, 3: sources, target
+    paper_ids: dict[str, str] = field(default_factory=dict)       # task -> the paper task it stands in for (tables)
+    own_finetune: list[str] = field(default_factory=list)         # tasks experiment=vision_finetune trains
 
     def available(self) -> list[str]:
         """The task names this pool can load."""
@@ -134,8 +136,10 @@ class SyntheticTasks(TaskPool):
         return _synthetic_task(dataclasses.asdict(self), name, cache_dir)
 
 
-HF_TASK_KEYS = ("path", "name", "classnames", "templates", "train_split", "test_split", "image_key", "label_key")
-"""The settings of one entry of ``data.tasks_hf``."""
+HF_TASK_KEYS = ("path", "name", "classnames", "templates", "train_split", "test_split", "image_key", "label_key",
+                "classnames_file", "status")
+"""The settings of one entry of ``data.tasks_hf`` (``classnames_file``: a text file of the dataset repository with
+one class name a line, e.g. clip-benchmark's ``classnames.txt``; ``status``: verified | unverified, a record)."""
 
 
 @dataclass(kw_only=True)
@@ -153,6 +157,9 @@ class HubTasks(TaskPool):
             for key in spec or {}:
                 if key not in HF_TASK_KEYS:
                     raise ValueError(f"tasks_hf.{name}.{key}: unknown key; known keys: {', '.join(HF_TASK_KEYS)}")
+            status = (spec or {}).get("status")
+            if status not in (None, "verified", "unverified"):
+                raise ValueError(f"data.tasks_hf.{name}.status={status!r}: use verified or unverified")
 
     def available(self) -> list[str]:
         return [n for n, t in self.tasks_hf.items() if t and t.get("path")]
@@ -222,6 +229,8 @@ def _hf_task(cfg: Mapping[str, Any], name: str, cache_dir: Path) -> Task:
     test = datasets.load_dataset(spec["path"], spec.get("name"), split=spec.get("test_split", "test"), **kw)
     image_key, label_key = spec.get("image_key", "image"), spec.get("label_key", "label")
     classnames = list(spec.get("classnames") or [])
+    if not classnames and spec.get("classnames_file"):
+        classnames = _classnames_file(spec["path"], spec["classnames_file"], name, cfg.get("hf_cache"))
     if not classnames:
         feature = train.features[label_key]
         if not hasattr(feature, "names"):
@@ -235,3 +244,16 @@ def _hf_task(cfg: Mapping[str, Any], name: str, cache_dir: Path) -> Task:
     limit = cfg.get("test_limit")
     test_set = ImageSet(test, torch.tensor(test[label_key]), transform, image_key).head(limit)
     return Task(name, classnames, templates, full.subset(tr), full.subset(va), test_set)
+
+
+def _classnames_file(repo: str, filename: str, name: str, cache: str | None) -> list[str]:
+    """One class name a line of ``filename`` in the dataset repository ``repo`` (or directory)."""
+    local = Path(repo) / filename
+    if not local.exists():
+        from huggingface_hub import hf_hub_download
+
+        local = Path(hf_hub_download(repo, filename, repo_type="dataset", cache_dir=cache))
+    names = [line.strip() for line in local.read_text().splitlines() if line.strip()]
+    if not names:
+        raise ValueError(f"data.tasks_hf.{name}.classnames_file: {local} lists no class names")
+    return names

@@ -103,6 +103,7 @@ class Method:
 
     label: str | None = None
     baseline: str | None = None
+    paper: bool = True              # false: a row we add beyond the paper's tables (shown as extra)
 
     @property
     def devec(self) -> bool:
@@ -161,17 +162,31 @@ class TaskArithmetic(Method):
 
 @dataclass
 class Ties(TaskArithmetic):
-    """TIES-merging (Yadav et al.): trim to the top-k magnitudes, elect sign, disjoint mean, scaled by lambda."""
+    """TIES-merging (Yadav et al.) as [48]'s code: global top-k trim, elected sign, disjoint merge, times lambda.
+
+    The preset the paper compares with is [48]'s ``main_ties_merging.py``: k = 20 %, ``merge_func: sum``,
+    lambda 0.3; the TIES paper's variant is ``merge_func: mean`` with lambda picked on validation
+    (conf/method/vision/ties_paper.yaml).
+    """
 
     k: float = 0.2
+    merge_func: str = "sum"
+    coefficient: float | None = 0.3
     grid: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.7, 0.9, 1.1, 1.3, 1.5])
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_k(self.k)
+        if self.merge_func not in ("sum", "mean"):
+            raise ValueError(f"merge_func={self.merge_func!r}: use sum ([48]'s dis-sum) or mean (the TIES paper's "
+                             "dis-mean)")
+
+    def merge_vectors(self, vectors: Vectors) -> dict[str, torch.Tensor]:
+        """The TIES-merged task vector (before lambda)."""
+        return ties_merge(vectors, float(self.k), self.merge_func)
+
     def merge(self, ctx: MergeContext) -> tuple[Params, dict]:
-        agreed = ties_vectors(ctx.vectors, float(self.k))
-        total = sum_vectors(agreed)
-        count = sum_vectors([{n: (v != 0).float() for n, v in t.items()} for t in agreed])
-        merged = {n: total[n] / count[n].clamp(min=1) for n in total}
-        return _select(ctx, asdict(self), merged)
+        return _select(ctx, asdict(self), self.merge_vectors(ctx.vectors))
 
 
 @dataclass
@@ -186,14 +201,17 @@ class AdaMerging(Method):
     init: float = 0.3
     clamp: list[float] | None = None
     batch_size: int = 16
+    batches: int = 2              # batches per task and step ([48]: two of 16)
     devec: bool = False
     devec_init: float = 0.0
 
     def __post_init__(self) -> None:
         if self.granularity not in ("task", "layer"):
             raise ValueError(f"granularity={self.granularity!r}: use task or layer")
-        if self.steps < 0 or self.batch_size < 1:
-            raise ValueError(f"steps={self.steps}, batch_size={self.batch_size}: need steps >= 0 and batch_size >= 1")
+        if self.steps < 0 or self.batch_size < 1 or self.batches < 1:
+            raise ValueError(f"steps={self.steps}, batch_size={self.batch_size}, batches={self.batches}: need "
+                             "steps >= 0, batch_size >= 1 and batches >= 1")
+        _check_k(self.k)
 
     def merge(self, ctx: MergeContext) -> tuple[Params, dict]:
         vectors = ties_vectors(ctx.vectors, float(self.k)) if self.ties else list(ctx.vectors)
@@ -201,7 +219,8 @@ class AdaMerging(Method):
         merged = MergedParams(ctx.pretrained, vectors + list(ctx.shared), init, self.granularity)
         clamp = list(self.clamp) if self.clamp is not None else None
         losses = adamerge(ctx.pool.model.visual, ctx.pool.heads, ctx.tasks, merged, int(self.steps), float(self.lr),
-                          int(self.batch_size), clamp, seed=ctx.seed, progress=ctx.progress)
+                          int(self.batch_size), clamp, seed=ctx.seed, progress=ctx.progress,
+                          batches=int(self.batches))
         with torch.no_grad():
             params = {k: v.detach() for k, v in merged().items()}
         lam = merged.coefficients.detach()
@@ -212,17 +231,166 @@ class AdaMerging(Method):
         return params, info
 
 
-def ties_vectors(vectors: Vectors, k: float) -> Vectors:
-    """TIES-merging's trim (top-k magnitude per vector) and sign election; each vector keeps agreeing entries."""
-    out: Vectors = [{} for _ in vectors]
-    for name in vectors[0]:
-        stacked = torch.stack([v[name] for v in vectors]).flatten(1)
-        keep = max(1, int(round(k * stacked.shape[1])))
-        thresh = stacked.abs().kthvalue(stacked.shape[1] - keep + 1, dim=1, keepdim=True).values
-        zero = torch.zeros((), dtype=stacked.dtype, device=stacked.device)
-        trimmed = torch.where(stacked.abs() >= thresh, stacked, zero)
-        sign = torch.sign(trimmed.sum(0))
-        agreed = torch.where(torch.sign(trimmed) == sign, trimmed, zero)
-        for i, t in enumerate(out):
-            t[name] = agreed[i].view_as(vectors[0][name])
+@dataclass
+class SupervisedCoefficients(Method):
+    """Task Arithmetic + DeVec as Sec. 4.1: one coefficient per vector (task vectors, and with ``devec`` the
+    pairwise shared ones), learned with cross-entropy through the frozen heads on each task's labelled ``split``;
+    the encoder and the vectors stay frozen."""
+
+    split: str = "train"
+    steps: int = 500
+    lr: float = 1.0e-3
+    batch_size: int = 16          # per task and step
+    init: float = 0.3
+    devec: bool = False
+    devec_init: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.split not in ("train", "val"):
+            raise ValueError(f"split={self.split!r}: learn the coefficients on train (the paper) or val, "
+                             "never on test")
+        if self.steps < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(f"steps={self.steps}, batch_size={self.batch_size}, lr={self.lr}: need steps >= 0, "
+                             "batch_size >= 1 and lr > 0")
+
+    def merge(self, ctx: MergeContext) -> tuple[Params, dict]:
+        from devec.vision.train import fit_multitask
+
+        vectors = list(ctx.vectors) + list(ctx.shared)
+        init = [float(self.init)] * len(ctx.vectors) + [float(self.devec_init)] * len(ctx.shared)
+        merged = MergedParams(ctx.pretrained, vectors, init, "task")
+        splits = {n: getattr(t, self.split) for n, t in ctx.tasks.items()}
+        losses = fit_multitask(ctx.pool.model.visual, {n: ctx.pool.heads[n] for n in ctx.tasks}, splits, merged,
+                               int(self.steps), float(self.lr), int(self.batch_size), seed=ctx.seed,
+                               progress=ctx.progress)
+        with torch.no_grad():
+            params = {k: v.detach() for k, v in merged().items()}
+        lam = [float(x) for x in merged.coefficients.detach().cpu()]
+        k = len(ctx.vectors)
+        return params, {"split": self.split, "steps": int(self.steps), "lr": float(self.lr),
+                        "batch_size": int(self.batch_size), "cross_entropy_first": losses[0] if losses else None,
+                        "cross_entropy_last": losses[-1] if losses else None, "task_coefficients": lam[:k],
+                        "shared_coefficients": lam[k:]}
+
+
+@dataclass
+class FisherMerging(Method):
+    """Fisher merging (Matena & Raffel): each fine-tuned encoder's diagonal Fisher on its task's training split,
+    then the Fisher-weighted average (FusionBench's ``clip_fisher_merging`` settings by default)."""
+
+    examples: int = 256           # training images per task for the Fisher
+    batch_size: int = 32
+    estimator: str = "batch"      # batch (FusionBench / MergeLM) | exact (per example and class)
+    normalize: bool = True        # scale each model by its inverse global Fisher norm
+    minimal_weight: float = 1.0e-6
+
+    def __post_init__(self) -> None:
+        if self.examples < 1 or self.batch_size < 1:
+            raise ValueError(f"examples={self.examples}, batch_size={self.batch_size}: both must be >= 1")
+        if self.estimator not in ("batch", "exact"):
+            raise ValueError(f"estimator={self.estimator!r}: use batch (FusionBench's) or exact")
+
+    def merge(self, ctx: MergeContext) -> tuple[Params, dict]:
+        from devec.vision.fisher import fisher_diagonal, fisher_merge
+
+        fishers = []
+        for i, name in enumerate(ctx.tasks):
+            fishers.append(fisher_diagonal(ctx.pool.model.visual, ctx.pool.finetuned[name], ctx.pool.heads[name],
+                                           ctx.tasks[name].train, int(self.examples), int(self.batch_size),
+                                           self.estimator, seed=ctx.seed + i))
+        merged = fisher_merge(ctx.vectors, fishers, bool(self.normalize), float(self.minimal_weight))
+        return combine(ctx.pretrained, [merged], [1.0]), {"examples": int(self.examples)}
+
+
+@dataclass
+class RegMean(Method):
+    """RegMean (Jin et al.): per linear layer the closed form from each task's input Grams on its training split,
+    off-diagonal scaled by ``alpha``; other parameters averaged (FusionBench's ``clip_regmean`` settings)."""
+
+    examples: int = 256           # training images per task for the Gram matrices
+    batch_size: int = 32
+    alpha: float = 0.6            # off-diagonal scale (FusionBench reduce_non_diagonal_ratio)
+
+    def __post_init__(self) -> None:
+        if self.examples < 1 or self.batch_size < 1:
+            raise ValueError(f"examples={self.examples}, batch_size={self.batch_size}: both must be >= 1")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha={self.alpha}: the off-diagonal scale is in [0, 1] (1: plain least squares)")
+
+    def merge(self, ctx: MergeContext) -> tuple[Params, dict]:
+        from devec.vision.regmean import gram_matrices, regmean_merge
+
+        finetuned = [ctx.pool.finetuned[n] for n in ctx.tasks]
+        grams = [gram_matrices(ctx.pool.model.visual, ctx.pool.finetuned[n], ctx.tasks[n].train, int(self.examples),
+                               int(self.batch_size), seed=ctx.seed + i) for i, n in enumerate(ctx.tasks)]
+        params = regmean_merge(finetuned, grams, float(self.alpha))
+        return params, {"regmean_layers": sorted(grams[0]), "examples": int(self.examples)}
+
+
+def _check_k(k: float) -> None:
+    if not 0.0 < float(k) <= 1.0:
+        raise ValueError(f"k={k}: the fraction of each task vector's entries TIES keeps, in (0, 1] (0.2 = top 20 %)")
+
+
+def flatten(vectors: Vectors) -> tuple[torch.Tensor, list[str]]:
+    """(n, d): each task vector flattened over the whole model (parameters in sorted name order), and the names."""
+    names = sorted(vectors[0])
+    for i, v in enumerate(vectors):
+        if sorted(v) != names:
+            raise ValueError(f"task vector {i} has parameters {sorted(set(v) ^ set(names))[:3]} the first lacks "
+                             "or has: TIES needs the same parameters in every vector")
+    return torch.stack([torch.cat([v[n].reshape(-1) for n in names]) for v in vectors]), names
+
+
+def unflatten(flat: torch.Tensor, like: Mapping[str, torch.Tensor], names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`flatten` for one row."""
+    out, start = {}, 0
+    for n in names:
+        size = like[n].numel()
+        out[n] = flat[start:start + size].view_as(like[n])
+        start += size
     return out
+
+
+def trim_top_k(flat: torch.Tensor, k: float) -> torch.Tensor:
+    """Keep each row's top-k magnitudes over the whole row ([48] ``topk_values_mask``: ties at the threshold kept)."""
+    d = flat.shape[1]
+    drop = d - int(d * k)
+    if drop < 1:
+        return flat.clone()
+    kth = flat.abs().kthvalue(drop, dim=1, keepdim=True).values
+    return flat * (flat.abs() >= kth)
+
+
+def elect_sign(trimmed: torch.Tensor) -> torch.Tensor:
+    """The sign of the summed trimmed values per entry; zero signs take the majority sign ([48] ``resolve_sign``)."""
+    sign = torch.sign(trimmed.sum(0))
+    sign[sign == 0] = torch.sign(sign.sum())
+    return sign
+
+
+def disjoint(trimmed: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
+    """Each vector's entries that agree with the elected sign (zero elsewhere)."""
+    keep = torch.where(sign.unsqueeze(0) > 0, trimmed > 0, trimmed < 0)
+    return trimmed * keep
+
+
+def ties_vectors(vectors: Vectors, k: float) -> Vectors:
+    """TIES's trim (top-k over each vector flattened across the whole model) and sign election: each vector keeps
+    its entries that agree (AdaMerging++'s vectors, [48] ``ties_merging_split``)."""
+    _check_k(k)
+    flat, names = flatten(vectors)
+    trimmed = trim_top_k(flat, k)
+    selected = disjoint(trimmed, elect_sign(trimmed))
+    return [unflatten(row, vectors[0], names) for row in selected]
+
+
+def ties_merge(vectors: Vectors, k: float, merge: str = "sum") -> dict[str, torch.Tensor]:
+    """The disjoint merge of :func:`ties_vectors`: their sum ([48]'s dis-sum) or mean over the agreeing entries."""
+    flat, names = flatten(vectors)
+    trimmed = trim_top_k(flat, k)
+    selected = disjoint(trimmed, elect_sign(trimmed))
+    total = selected.sum(0)
+    if merge == "mean":
+        total = total / (selected != 0).sum(0).clamp(min=1)
+    return unflatten(total, vectors[0], names)

@@ -23,6 +23,8 @@ from devec.runtime import built, plain
 from devec.vectors import open_checkpoint
 from devec.vision.clip import arch_from_hf_config, build_clip, hf_clip_to_open_clip, strip_prefix, tokenizer
 from devec.vision.data import Task, TaskPool, pretraining_corpus, task_pool
+from devec.vision.head_text import SETS as HEAD_TEXT_SETS
+from devec.vision.head_text import head_text
 from devec.vision.heads import cached_head
 from devec.vision.train import finetune_visual, pretrain_clip
 
@@ -70,6 +72,12 @@ class PoolSpec:
 
     threads: int | None = None      # torch threads unless vision.threads is set (None: torch default)
     budget: dict[str, Any] = field(default_factory=dict)   # method budgets at this scale (conf/method/vision)
+    head_text: str | None = None    # the class names/templates the checkpoints were trained with (head_text.SETS)
+
+    def __post_init__(self) -> None:
+        if self.head_text is not None and self.head_text not in HEAD_TEXT_SETS:
+            raise ValueError(f"pool.head_text={self.head_text!r}: unknown set; known: {', '.join(HEAD_TEXT_SETS)} "
+                             "(devec/vision/head_text.py), or null for the data config's class names and templates")
 
     def load(self, data: TaskPool | None, tasks: Mapping[str, Task], names: Sequence[str], cache_dir: Path,
              progress: Any = None) -> VisionPool:
@@ -113,6 +121,7 @@ class OpenClipPool(PoolSpec):
     finetuned: dict[str, str] = field(default_factory=dict)
     text_pretrained: str | None = None
     root: str | None = None          # where the checkpoints lie (the paths above may interpolate it)
+    own_root: str | None = None      # where our fine-tunes lie (experiment=vision_finetune's finetuned/ folder)
 
     def load(self, data, tasks, names, cache_dir, progress=None) -> VisionPool:
         return _open_clip(dataclasses.asdict(self), tasks, list(names), Path(cache_dir))
@@ -130,8 +139,21 @@ def pool_spec(cfg: Mapping[str, Any] | PoolSpec) -> PoolSpec:
     return built(cfg, PoolSpec, "pool", "devec.vision.pool.EmbeddedPool, HubPool or OpenClipPool (conf/pool/vision/)")
 
 
-def _heads(model: nn.Module, tok: Any, tasks: Mapping[str, Task], key: str, cache_dir: Path) -> dict[str, torch.Tensor]:
-    return {n: cached_head(model, tok, t.classnames, t.templates, key, cache_dir) for n, t in tasks.items()}
+def _heads(model: nn.Module, tok: Any, tasks: Mapping[str, Task], key: str, cache_dir: Path,
+           head_set: str | None = None) -> dict[str, torch.Tensor]:
+    """Each task's zero-shot head, from the checkpoint set's class names and templates where it has them."""
+    return {n: cached_head(model, tok, *head_inputs(head_set, n, t), key, cache_dir) for n, t in tasks.items()}
+
+
+def head_inputs(head_set: str | None, name: str, task: Task) -> tuple[list[str], list[str]]:
+    """``(classnames, templates)`` of task ``name``'s head: the set's (pool.head_text), else the task's."""
+    text = head_text(head_set, name)
+    classnames = list(text["classnames"] or task.classnames)
+    if len(classnames) != len(task.classnames):
+        raise ValueError(f"pool.head_text={head_set!r} lists {len(classnames)} classes for {name!r}, the dataset has "
+                         f"{len(task.classnames)}: is data.tasks_hf.{name} the dataset the checkpoints were "
+                         f"trained on?")
+    return classnames, list(text["templates"] or task.templates)
 
 
 # ---------------------------------------------------------------- embedded: pre-train and fine-tune ourselves
@@ -219,8 +241,8 @@ def _hf(cfg, tasks, finetune, cache_dir) -> VisionPool:
         _check_visual(name, sd, pretrained)
         finetuned[name] = {k: sd[k] for k in pretrained}
     key = weights_key(model)
-    heads = _heads(model, tokenizer(arch), tasks, key, cache_dir)
-    return VisionPool(model, pretrained, finetuned, heads, key, {"source": "hf"})
+    heads = _heads(model, tokenizer(arch), tasks, key, cache_dir, cfg.get("head_text"))
+    return VisionPool(model, pretrained, finetuned, heads, key, {"source": "hf", "head_text": cfg.get("head_text")})
 
 
 def _open_clip(cfg, tasks, finetune, cache_dir) -> VisionPool:
@@ -251,8 +273,9 @@ def _open_clip(cfg, tasks, finetune, cache_dir) -> VisionPool:
         _check_visual(name, vis, pretrained)
         finetuned[name] = {k: vis[k] for k in pretrained}
     key = weights_key(model)
-    heads = _heads(model, tokenizer(arch), tasks, key, cache_dir)
-    return VisionPool(model, pretrained, finetuned, heads, key, {"source": "open_clip"})
+    heads = _heads(model, tokenizer(arch), tasks, key, cache_dir, cfg.get("head_text"))
+    return VisionPool(model, pretrained, finetuned, heads, key,
+                      {"source": "open_clip", "head_text": cfg.get("head_text")})
 
 
 def weights_key(model: nn.Module) -> str:
@@ -265,9 +288,13 @@ def _safe_path(source: str) -> Path:
     path = Path(str(source)).expanduser()
     if path.suffix in (".pt", ".pth", ".bin") and path.with_suffix(".safetensors").exists():
         return path.with_suffix(".safetensors")
+    if not path.exists() and "SET-ME" in str(path):
+        raise FileNotFoundError(f"{path}: set pool.own_root (or DEVEC_VISION_FINETUNED) to the finetuned/ folder of "
+                                f"an experiment=vision_finetune run that fine-tuned this task")
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: download the task_vectors checkpoints and convert them with "
-                                f"`devec-convert SRC_DIR` (writes .safetensors)")
+                                f"`devec-convert SRC_DIR` (writes .safetensors), or fine-tune it with "
+                                f"experiment=vision_finetune")
     return path
 
 

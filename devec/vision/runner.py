@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from devec.runtime import Run
 from devec.vectors import DecompositionSettings, decompose_model
 from devec.vision.data import Task, load_tasks
 from devec.vision.methods import MergeContext, Method, combine
+from devec.vision.paper_table import save_beside_paper
 from devec.vision.pool import VisionPool, load_pool
 from devec.vision.taskpool import evaluate, normalized
 
@@ -96,7 +98,7 @@ def merge_and_evaluate(cfg: DictConfig, run: Run, pool: VisionPool, merged: dict
             scores = evaluate(pool, params, evaluated, split="test", limit=cfg.vision.get("test_limit"))
             detail = {"config": mcfg, "test": scores, **{k: v for k, v in info.items() if k != "val_curve"}}
             store.save(unit, {"scores": scores, "detail": detail})
-        rows.append({"id": mid, "method": label, **scores})
+        rows.append({"id": mid, "method": label, "paper": method.paper, **scores})  # paper: false = extra row
         details[mid] = detail
         run.log({f"{mid}/{k}": v for k, v in scores.items()})
         log.info("%s: avg %.2f", label, scores["avg"])
@@ -113,8 +115,9 @@ def table1(cfg: DictConfig, run: Run) -> dict[str, Any]:
     rows, details = merge_and_evaluate(cfg, run, pool, tasks, tasks, shared)
     columns = ["method", *names, "avg"]
     individual = next((r for r in rows if r["id"] == INDIVIDUAL), None)
-    run.save_table("table1_accuracy", rows, columns, title="Table 1: multi-task merging, top-1 accuracy (%)")
-    result: dict[str, Any] = {"tasks": names, "rows": rows, "details": details, "pool": pool.info}
+    paper = save_beside_paper(cfg, run, "table1", "table1_accuracy", rows, columns,
+                              title="Table 1: multi-task merging, top-1 accuracy (%)")
+    result: dict[str, Any] = {"tasks": names, "rows": rows, "details": details, "pool": pool.info, "paper": paper}
     if individual:
         norm = [{"id": r["id"], "method": r["method"], **normalized(r, individual, names)} for r in rows]
         run.save_table("table1_normalized", norm, columns, title="Table 1: normalized accuracy (% of individual)")
@@ -168,14 +171,16 @@ def table2(cfg: DictConfig, run: Run) -> dict[str, Any]:
     rows, details = merge_and_evaluate(cfg, run, pool, merged, tasks, shared)
     table = []
     for r in rows:
-        table.append({"id": r["id"], "method": r["method"], **{n: r[n] for n in seen}, "seen avg": _mean(r, seen),
+        table.append({"id": r["id"], "method": r["method"], "paper": r["paper"], **{n: r[n] for n in seen},
+                      "seen avg": _mean(r, seen),
                       **{n: r[n] for n in unseen}, "unseen avg": _mean(r, unseen)})
     columns = ["method", *seen, "seen avg", *unseen, "unseen avg"]
-    run.save_table("table2_generalization", table, columns, title="Table 2: seen / unseen tasks, accuracy (%)")
+    paper = save_beside_paper(cfg, run, "table2", "table2_generalization", table, columns,
+                              title="Table 2: seen / unseen tasks, accuracy (%)")
     from devec.runtime import markdown_table
 
     print("\n" + markdown_table(table, columns, floatfmt=".1f"))
-    return {"seen": seen, "unseen": unseen, "rows": table, "details": details}
+    return {"seen": seen, "unseen": unseen, "rows": table, "details": details, "paper": paper}
 
 
 def _mean(row: Mapping[str, float], names: Sequence[str]) -> float:
@@ -184,52 +189,121 @@ def _mean(row: Mapping[str, float], names: Sequence[str]) -> float:
 
 # ---------------------------------------------------------------- Table 3: leave-one-out ablation
 
-VARIANTS = ("TV+Shared", "Unique+Shared", "Unique only", "Shared only")
+TABLE3_ROWS = {"zero_shot": "Zero-shot", "task_arithmetic": "Task Arithmetic", "tv_shared": "TV+Shared",
+               "unique_shared": "Unique+Shared", "unique_only": "Unique only", "shared_only": "Shared only"}
+"""Table 3's rows in the paper's order: id -> label."""
 
 
 def table3(cfg: DictConfig, run: Run) -> dict[str, Any]:
-    """For each target: decompose the other tasks' vectors jointly; fit coefficients on the target's train split."""
-    from devec.vision.adamerging import MergedParams
-    from devec.vision.train import fit_coefficients
-
-    names = list(cfg.vision.tasks)
-    tasks, pool = _setup(cfg, run, names, names)
+    """For each target: decompose the remaining vectors (pairwise by default, the caption's "between pairs"); fit
+    one coefficient per vector of each row on the target's train split; accuracy on its test split (Table 3)."""
+    targets = list(cfg.vision.tasks)
     a = cfg.vision.ablation
-    rows = []
-    for target in run.progress(names, desc="leave-one-out"):
-        others = [n for n in names if n != target]
-        vectors = pool.task_vectors(others)
-        settings = DecompositionSettings.from_config(cfg.decomposition, mode="joint")
-        md = decompose_model(vectors, settings, basis_fn=settings.basis_fn(run.cache_dir), progress=False)
-        parts = {
-            "TV+Shared": vectors + [md.merged_shared],
-            "Unique+Shared": [_fill(u, vectors[0]) for u in md.unique] + [md.merged_shared],
-            "Unique only": [_fill(u, vectors[0]) for u in md.unique],
-            "Shared only": [md.merged_shared],
-        }
-        dims = [r["shared_dim"] for r in md.report if "shared_dim" in r]
-        row: dict[str, Any] = {"target": target, "shared_dim": sum(dims) / max(1, len(dims))}
-        limit = cfg.vision.get("test_limit")
-        row["Pre-trained"] = evaluate(pool, pool.pretrained, {target: tasks[target]}, limit=limit)[target]
-        for variant in VARIANTS:
-            vecs = [_fill(v, vectors[0]) for v in parts[variant]]
-            merged = MergedParams(pool.pretrained, vecs, [float(a.init)] * len(vecs), str(a.granularity))
-            fit_coefficients(pool.model.visual, pool.heads[target], tasks[target].train, merged, int(a.steps),
-                             float(a.lr), int(a.batch_size), seed=int(cfg.seed))
-            with torch.no_grad():
-                params = {k: v.detach() for k, v in merged().items()}
-            row[variant] = evaluate(pool, params, {target: tasks[target]}, limit=cfg.vision.get("test_limit"))[target]
-        rows.append(row)
-        run.log({f"table3/{target}/{k}": v for k, v in row.items() if k != "target"})
-    keys = ["Pre-trained", *VARIANTS, "shared_dim"]
-    rows.append({"target": "avg", **{k: sum(r[k] for r in rows) / len(rows) for k in keys}})
-    columns = ["target", *keys]
-    run.save_table("table3_ablation", rows, columns,
-                   title="Table 3: leave-one-out ablation, accuracy on the target (%)")
+    pool_names = list(dict.fromkeys([*targets, *(a.get("extra") or [])]))
+    tasks, pool = _setup(cfg, run, pool_names, pool_names)  # an embedded pool fine-tunes on each task
+    limit = cfg.vision.get("test_limit")
+    table = {rid: {"id": rid, "method": label} for rid, label in TABLE3_ROWS.items()}
+    dims: dict[str, Any] = {"id": "shared_dim", "method": "shared dim (mean per layer)"}
+    coefficients: dict[str, dict[str, list[float]]] = {}
+    for target in run.progress(targets, desc="leave-one-out"):
+        others = [n for n in pool_names if n != target]
+        parts, dims[target] = _ablation_parts(pool.task_vectors(others), cfg.decomposition, a, run.cache_dir)
+        table["zero_shot"][target] = evaluate(pool, pool.pretrained, {target: tasks[target]}, limit=limit)[target]
+        coefficients[target] = {}
+        for rid, vecs in parts.items():
+            params, coefficients[target][rid] = _fit_on_target(cfg, pool, tasks[target], target, vecs)
+            table[rid][target] = evaluate(pool, params, {target: tasks[target]}, limit=limit)[target]
+        run.log({f"table3/{target}/{rid}": table[rid][target] for rid in table} | {f"table3/{target}/shared_dim":
+                                                                                     dims[target]})
+    rows = [*table.values(), dims]
+    for r in rows:
+        r["avg"] = _mean(r, targets)
+    columns = ["method", *targets, "avg"]
+    paper = save_beside_paper(cfg, run, "table3", "table3_ablation", rows, columns,
+                              title=f"Table 3: leave-one-out ablation ({a.get('mode', 'pairwise')} shared components, "
+                                    f"unique = {a.get('unique', 'iterative')}), accuracy on the target (%)")
     from devec.runtime import markdown_table
 
     print("\n" + markdown_table(rows, columns, floatfmt=".1f"))
-    return {"rows": rows}
+    return {"targets": targets, "pool": pool_names, "rows": rows, "coefficients": coefficients,
+            "settings": OmegaConf.to_container(a, resolve=True), "paper": paper}
+
+
+def _ablation_parts(vectors: list[dict[str, torch.Tensor]], decomposition: Mapping[str, Any], a: Mapping[str, Any],
+                    cache_dir: Path | None) -> tuple[dict[str, list[dict[str, torch.Tensor]]], float]:
+    """The vectors each fitted row adds, and the mean shared dimension per decomposed layer."""
+    if a.get("mode", "pairwise") == "joint":
+        settings = DecompositionSettings.from_config(decomposition, mode="joint")
+        md = decompose_model(vectors, settings, basis_fn=settings.basis_fn(cache_dir), progress=False)
+        shared, unique = [md.merged_shared], list(md.unique)
+    else:
+        settings = DecompositionSettings.from_config(decomposition, mode="pairwise")
+        md = decompose_model(vectors, settings, basis_fn=settings.basis_fn(cache_dir), progress=False)
+        shared = [md.pairwise_shared[pair] for pair in sorted(md.pairwise_shared)]
+        unique = pairwise_unique(vectors, decomposition, str(a.get("unique", "iterative")), cache_dir)
+    dims = [r["shared_dim"] for r in md.report if "shared_dim" in r]
+    like = vectors[0]
+    shared = [_fill(s, like) for s in shared]
+    unique = [_fill(u, like) for u in unique]
+    parts = {"task_arithmetic": vectors, "tv_shared": vectors + shared, "unique_shared": unique + shared,
+             "unique_only": unique, "shared_only": shared}
+    return parts, sum(dims) / max(1, len(dims))
+
+
+def pairwise_unique(vectors: list[dict[str, torch.Tensor]], decomposition: Mapping[str, Any], how: str,
+                    cache_dir: Path | None = None) -> list[dict[str, torch.Tensor]]:
+    """Each vector's unique part under pairwise mode (the paper does not define it; ``vision.ablation.unique``).
+
+    ``iterative``: W_i with what it shares with each other vector removed in turn (the iterative mode of Sec. 4.3).
+    ``projection``: W_i minus its projection onto the span of all its pairwise shared subspaces Z_ij, j != i.
+    """
+    if how == "iterative":
+        out = []
+        for i in range(len(vectors)):
+            settings = DecompositionSettings.from_config(decomposition, mode="iterative", target=i)
+            md = decompose_model(vectors, settings, basis_fn=settings.basis_fn(cache_dir), progress=False)
+            out.append(dict(md.unique_target))
+        return out
+    if how != "projection":
+        raise ValueError(f"vision.ablation.unique={how!r}: use iterative or projection")
+    settings = DecompositionSettings.from_config(decomposition, mode="joint")
+    shared: list[dict[str, list[torch.Tensor]]] = [{} for _ in vectors]
+    policy: list[dict[str, torch.Tensor]] = [{} for _ in vectors]
+    decomposed: set[str] = set()
+    for i, j in combinations(range(len(vectors)), 2):
+        md = decompose_model([vectors[i], vectors[j]], settings, basis_fn=settings.basis_fn(cache_dir),
+                             progress=False)
+        decomposed |= {r["name"] for r in md.report if r.get("action") == "decompose"}
+        for side, k in ((0, i), (1, j)):
+            for name, s in md.shared[side].items():
+                shared[k].setdefault(name, []).append(s)
+            policy[k].update(md.unique[side])
+    return [{n: (_residual(v[n], shared[k][n]) if n in decomposed else policy[k][n])
+             for n in policy[k]} for k, v in enumerate(vectors)]
+
+
+def _residual(w: torch.Tensor, shared: Sequence[torch.Tensor], rtol: float = 1e-6) -> torch.Tensor:
+    """``w`` minus its projection onto the span of the columns of ``shared`` (each P_ij w, whose columns span Z_ij)."""
+    m = w.reshape(w.shape[0], -1).double()
+    stacked = torch.cat([s.reshape(s.shape[0], -1).double() for s in shared], dim=1)
+    u, sv, _ = torch.linalg.svd(stacked, full_matrices=False)
+    q = u[:, sv > rtol * sv.max()] if sv.numel() and sv.max() > 0 else u[:, :0]
+    return (m - q @ (q.T @ m)).reshape(w.shape).to(w.dtype)
+
+
+def _fit_on_target(cfg: DictConfig, pool: VisionPool, task: Task, target: str, vectors: list[dict[str, torch.Tensor]]
+                   ) -> tuple[dict[str, torch.Tensor], list[float]]:
+    """Coefficients of ``vectors`` fitted by cross-entropy on the target's train split; the merged parameters."""
+    from devec.vision.adamerging import MergedParams
+    from devec.vision.train import fit_coefficients
+
+    a = cfg.vision.ablation
+    merged = MergedParams(pool.pretrained, vectors, [float(a.init)] * len(vectors), str(a.granularity))
+    fit_coefficients(pool.model.visual, pool.heads[target], task.train, merged, int(a.steps), float(a.lr),
+                     int(a.batch_size), seed=int(cfg.seed))
+    with torch.no_grad():
+        params = {k: v.detach() for k, v in merged().items()}
+    return params, merged.coefficients.detach().flatten().tolist()
 
 
 def _fill(vector: Mapping[str, torch.Tensor], like: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -237,50 +311,53 @@ def _fill(vector: Mapping[str, torch.Tensor], like: Mapping[str, torch.Tensor]) 
     return {k: vector[k] if k in vector else torch.zeros_like(v) for k, v in like.items()}
 
 
-# ---------------------------------------------------------------- Figs. 2, 3: shared vs unique on an unseen target
+# ---------------------------------------------------------------- Figs. 2, 3, 9: shared vs unique on an unseen target
 
 def fig2_fig3(cfg: DictConfig, run: Run) -> dict[str, Any]:
-    """Add the joint shared (or unique, or whole) component of 3 task vectors to the pre-trained model; sweep alpha."""
+    """For each group (Fig. 2: 3 sources, Figs. 3 and 9: 2), decompose the sources jointly; add each task vector,
+    each unique component and the merged shared one (eq. 14) to the pre-trained model with coefficient alpha;
+    accuracy on the unseen target over alpha, one curve each."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = [(list(g.sources), str(g.target)) for g in cfg.vision.arithmetic.groups]
+    groups = [(str(g.get("figure") or f"group {i}"), list(g.sources), str(g.target))
+              for i, g in enumerate(cfg.vision.arithmetic.groups)]
     alphas = [float(x) for x in cfg.vision.arithmetic.alphas]
-    all_sources = list(dict.fromkeys(s for g, _ in groups for s in g))
-    tasks, pool = _setup(cfg, run, all_sources + [t for _, t in groups], all_sources)
+    all_sources = list(dict.fromkeys(s for _, g, _ in groups for s in g))
+    tasks, pool = _setup(cfg, run, all_sources + [t for _, _, t in groups], all_sources)
     rows, results = [], {}
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), squeeze=False)
-    for ax, (sources, target) in zip(axes[0], groups, strict=True):
+    for ax, (figure, sources, target) in zip(axes[0], groups, strict=True):
         vectors = pool.task_vectors(sources)
         settings = DecompositionSettings.from_config(cfg.decomposition, mode="joint")
         md = decompose_model(vectors, settings, basis_fn=settings.basis_fn(run.cache_dir), progress=False)
-        k = len(vectors)
-        components = {
-            "shared": _fill(md.merged_shared, vectors[0]),
-            "unique": {n: sum(_fill(u, vectors[0])[n] for u in md.unique) / k for n in vectors[0]},
-            "task vectors": {n: sum(v[n] for v in vectors) / k for n in vectors[0]},
-        }
-        key = f"{'+'.join(sources)} -> {target}"
-        energy = [r["shared_energy"] for r in md.report if "shared_energy" in r]
-        results[key] = {"shared_energy": sum(energy) / max(1, len(energy))}  # mean over decomposed layers
+        components = {**{f"TV {s}": v for s, v in zip(sources, vectors, strict=True)},
+                      **{f"unique {s}": _fill(u, vectors[0]) for s, u in zip(sources, md.unique, strict=True)},
+                      "shared": _fill(md.merged_shared, vectors[0])}
+        key = f"{figure}: {'+'.join(sources)} -> {target}"
+        report = [r for r in md.report if "shared_dim" in r]
+        results[key] = {"figure": figure, "sources": sources, "target": target,
+                        "shared_dim": sum(r["shared_dim"] for r in report) / max(1, len(report)),
+                        "shared_energy": sum(r["shared_energy"] for r in report) / max(1, len(report)),
+                        "curves": {}}
         for comp, vec in components.items():
-            accs = []
-            for alpha in alphas:
-                acc = evaluate(pool, combine(pool.pretrained, [vec], [alpha]), {target: tasks[target]},
-                               limit=cfg.vision.get("test_limit"))[target]
-                accs.append(acc)
-                rows.append({"sources": "+".join(sources), "target": target, "component": comp, "alpha": alpha,
-                             "accuracy": acc})
-            results[key][comp] = accs
-            ax.plot(alphas, accs, marker="o", label=comp)
-        ax.set_title(f"{key} (shared energy {results[key]['shared_energy']:.0%})", fontsize=8)
+            accs = [evaluate(pool, combine(pool.pretrained, [vec], [alpha]), {target: tasks[target]},
+                             limit=cfg.vision.get("test_limit"))[target] for alpha in alphas]
+            rows += [{"figure": figure, "sources": "+".join(sources), "target": target, "component": comp,
+                      "alpha": alpha, "accuracy": acc, "shared_dim": results[key]["shared_dim"]}
+                     for alpha, acc in zip(alphas, accs, strict=True)]
+            results[key]["curves"][comp] = accs
+            style = "-" if comp == "shared" else ("--" if comp.startswith("unique") else ":")
+            ax.plot(alphas, accs, style, marker="o", label=comp)
+        ax.set_title(f"{key}\n(shared dim {results[key]['shared_dim']:.1f} per layer, "
+                     f"energy {results[key]['shared_energy']:.0%})", fontsize=8)
         ax.set_xlabel("coefficient alpha")
         ax.set_ylabel(f"{target} accuracy (%)")
         ax.legend(fontsize=7)
-    run.save_table("fig2_fig3_arithmetic", rows, ["sources", "target", "component", "alpha", "accuracy"],
-                   title="Figs. 2, 3: joint shared / unique components on an unseen target")
+    columns = ["figure", "sources", "target", "component", "alpha", "accuracy", "shared_dim"]
+    run.save_table("fig2_fig3_arithmetic", rows, columns,
+                   title="Figs. 2, 3, 9: task vectors, unique components and the shared component on an unseen target")
     run.save_figure("fig2_fig3_arithmetic", fig)
-    return {"alphas": alphas, "curves": results}
-
+    return {"alphas": alphas, "groups": results}

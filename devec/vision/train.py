@@ -6,7 +6,7 @@ cross-entropy through a frozen zero-shot head; the task vector is ``theta_ft - t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -83,16 +83,27 @@ def finetune_visual(model: nn.Module, head: torch.Tensor, train: ImageSet, steps
 def fit_coefficients(visual: nn.Module, head: torch.Tensor, train: ImageSet, merged: nn.Module, steps: int,
                      lr: float, batch_size: int, seed: int = 0) -> list[float]:
     """Fit merging coefficients with cross-entropy on a target's labelled train split (Table 3)."""
+    return fit_multitask(visual, {"target": head}, {"target": train}, merged, steps, lr, batch_size, seed=seed)
+
+
+def fit_multitask(visual: nn.Module, heads: Mapping[str, torch.Tensor], splits: Mapping[str, ImageSet],
+                  merged: nn.Module, steps: int, lr: float, batch_size: int, seed: int = 0, progress: Any = None
+                  ) -> list[float]:
+    """Fit merging coefficients (``merged``'s only parameters) with the summed cross-entropy of one labelled batch
+    per task and step through each task's frozen head (Task Arithmetic + DeVec, Sec. 4.1); returns the loss curve."""
     from torch.func import functional_call
 
     opt = torch.optim.Adam(merged.parameters(), lr=lr)
-    batches = train.sampler(batch_size, seed=seed)
+    batches = {n: splits[n].sampler(batch_size, seed=seed + i) for i, n in enumerate(splits)}
     losses = []
-    for _ in range(steps):
-        x, y = next(batches)
-        logits = F.normalize(functional_call(visual, merged(), (x.to(head.device),)), dim=-1) @ head
-        y = y.to(head.device)
-        loss = F.cross_entropy(logits, y)
+    it = progress(range(steps), desc="coefficients (cross-entropy)", leave=False) if progress else range(steps)
+    for _ in it:
+        params = merged()
+        loss = 0.0
+        for name, head in heads.items():
+            x, y = next(batches[name])
+            logits = F.normalize(functional_call(visual, params, (x.to(head.device),)), dim=-1) @ head
+            loss = loss + F.cross_entropy(logits, y.to(head.device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

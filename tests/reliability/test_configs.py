@@ -136,7 +136,7 @@ def test_a_figure_experiment_is_the_style_figure_config_with_that_figure(figure)
     ("methods.ties._target_=devec.vision.methods.Tie", "methods.ties._target_='devec.vision.methods.Tie'"),
     ("methods.ties._target_=devec.toxicity.runner.Negation", "methods.ties._target_"),
     ("+methods.ties.devec_gird=[0.1]", "methods.ties.devec_gird"),
-    ("methods.ties.grid=[]", "methods.ties.grid"),
+    ("methods.ties_paper.grid=[]", "methods.ties_paper.grid"),
     ("methods.ties_devec.baseline=tie", "methods.ties_devec.baseline"),
     ("methods.adamerging_layer.granularity=pixel", "methods.adamerging_layer.granularity='pixel'"),
 ])
@@ -188,29 +188,30 @@ def fake_vision(monkeypatch):
 
 
 RELABEL = ["methods.individual.label=Own fine-tunes", "methods.task_arithmetic.label=TA",
-           "methods.task_arithmetic_devec.label=TA with shared vectors"]
+           "methods.task_arithmetic_devec_grid.label=TA with shared vectors"]
 
 
 @pytest.mark.parametrize("relabel", [[], RELABEL], ids=["as shipped", "relabelled"])
 def test_relabelling_rows_keeps_the_devec_effect_and_the_normalized_table(tmp_path, fake_vision, relabel):
     cfg = _compose("experiment=table1_multitask", f"paths.root_dir={tmp_path}", "name=t", "resume=false",
                    "vision.tasks=[a,b]", "methods.task_arithmetic.coefficient=0.5",
-                   "methods.task_arithmetic_devec.coefficient=0.5", "methods.task_arithmetic_devec.devec_grid=[1.0]",
-                   *relabel)
+                   "methods.task_arithmetic_devec_grid.coefficient=0.5",
+                   "methods.task_arithmetic_devec_grid.devec_grid=[1.0]", *relabel)
     with open_dict(cfg):
-        for key in [k for k in cfg.methods if k not in ("individual", "task_arithmetic", "task_arithmetic_devec")]:
+        for key in [k for k in cfg.methods if k not in ("individual", "task_arithmetic",
+                                                        "task_arithmetic_devec_grid")]:
             del cfg.methods[key]
     result = fake_vision.table1(cfg, Run(tmp_path / "out", tmp_path / "cache"))
-    assert [r["id"] for r in result["rows"]] == ["individual", "task_arithmetic", "task_arithmetic_devec"]
+    assert [r["id"] for r in result["rows"]] == ["individual", "task_arithmetic", "task_arithmetic_devec_grid"]
     (effect,) = result["devec_effect"]
-    assert (effect["id"], effect["devec_id"]) == ("task_arithmetic", "task_arithmetic_devec")
+    assert (effect["id"], effect["devec_id"]) == ("task_arithmetic", "task_arithmetic_devec_grid")
     assert effect["delta"] == pytest.approx(5.0)  # + 1.0 x the shared vector's 5 on both tasks
     individual = next(r for r in result["normalized"] if r["id"] == "individual")
     assert individual["avg"] == pytest.approx(100.0)
     assert (tmp_path / "out" / "table1_normalized.md").exists()
     labels = [r["method"] for r in result["rows"]]
     assert labels == (["Own fine-tunes", "TA", "TA with shared vectors"] if relabel else
-                      ["Individual", "Task Arithmetic", "Task Arithmetic +DeVec"])
+                      ["Fine-Tuned", "Task Arithmetic", "Task Arithmetic + DeVec (grid on val)"])
 
 
 def test_toxicity_control_tasks_are_picked_by_id_not_label(monkeypatch):

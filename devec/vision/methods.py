@@ -332,7 +332,7 @@ def _check_k(k: float) -> None:
         raise ValueError(f"k={k}: the fraction of each task vector's entries TIES keeps, in (0, 1] (0.2 = top 20 %)")
 
 
-def flatten(vectors: Vectors) -> tuple[torch.Tensor, list[str]]:
+def flatten_model(vectors: Vectors) -> tuple[torch.Tensor, list[str]]:
     """(n, d): each task vector flattened over the whole model (parameters in sorted name order), and the names."""
     names = sorted(vectors[0])
     for i, v in enumerate(vectors):
@@ -342,8 +342,9 @@ def flatten(vectors: Vectors) -> tuple[torch.Tensor, list[str]]:
     return torch.stack([torch.cat([v[n].reshape(-1) for n in names]) for v in vectors]), names
 
 
-def unflatten(flat: torch.Tensor, like: Mapping[str, torch.Tensor], names: Sequence[str]) -> dict[str, torch.Tensor]:
-    """The inverse of :func:`flatten` for one row."""
+def unflatten_model(flat: torch.Tensor, like: Mapping[str, torch.Tensor], names: Sequence[str]
+                    ) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`flatten_model` for one row."""
     out, start = {}, 0
     for n in names:
         size = like[n].numel()
@@ -379,18 +380,18 @@ def ties_vectors(vectors: Vectors, k: float) -> Vectors:
     """TIES's trim (top-k over each vector flattened across the whole model) and sign election: each vector keeps
     its entries that agree (AdaMerging++'s vectors, [48] ``ties_merging_split``)."""
     _check_k(k)
-    flat, names = flatten(vectors)
+    flat, names = flatten_model(vectors)
     trimmed = trim_top_k(flat, k)
     selected = disjoint(trimmed, elect_sign(trimmed))
-    return [unflatten(row, vectors[0], names) for row in selected]
+    return [unflatten_model(row, vectors[0], names) for row in selected]
 
 
 def ties_merge(vectors: Vectors, k: float, merge: str = "sum") -> dict[str, torch.Tensor]:
     """The disjoint merge of :func:`ties_vectors`: their sum ([48]'s dis-sum) or mean over the agreeing entries."""
-    flat, names = flatten(vectors)
+    flat, names = flatten_model(vectors)
     trimmed = trim_top_k(flat, k)
     selected = disjoint(trimmed, elect_sign(trimmed))
     total = selected.sum(0)
     if merge == "mean":
         total = total / (selected != 0).sum(0).clamp(min=1)
-    return unflatten(total, vectors[0], names)
+    return unflatten_model(total, vectors[0], names)

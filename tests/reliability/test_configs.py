@@ -187,31 +187,31 @@ def fake_vision(monkeypatch):
     return runner
 
 
-RELABEL = ["methods.individual.label=Own fine-tunes", "methods.task_arithmetic.label=TA",
+RELABEL = ["methods.individual.label=Own fine-tunes", "methods.task_arithmetic_val.label=TA",
            "methods.task_arithmetic_devec_grid.label=TA with shared vectors"]
 
 
 @pytest.mark.parametrize("relabel", [[], RELABEL], ids=["as shipped", "relabelled"])
 def test_relabelling_rows_keeps_the_devec_effect_and_the_normalized_table(tmp_path, fake_vision, relabel):
     cfg = _compose("experiment=table1_multitask", f"paths.root_dir={tmp_path}", "name=t", "resume=false",
-                   "vision.tasks=[a,b]", "methods.task_arithmetic.coefficient=0.5",
+                   "vision.tasks=[a,b]", "methods.task_arithmetic_val.coefficient=0.5",
                    "methods.task_arithmetic_devec_grid.coefficient=0.5",
                    "methods.task_arithmetic_devec_grid.devec_grid=[1.0]", *relabel)
     with open_dict(cfg):
-        for key in [k for k in cfg.methods if k not in ("individual", "task_arithmetic",
+        for key in [k for k in cfg.methods if k not in ("individual", "task_arithmetic_val",
                                                         "task_arithmetic_devec_grid")]:
             del cfg.methods[key]
     result = fake_vision.table1(cfg, Run(tmp_path / "out", tmp_path / "cache"))
-    assert [r["id"] for r in result["rows"]] == ["individual", "task_arithmetic", "task_arithmetic_devec_grid"]
+    assert [r["id"] for r in result["rows"]] == ["individual", "task_arithmetic_val", "task_arithmetic_devec_grid"]
     (effect,) = result["devec_effect"]
-    assert (effect["id"], effect["devec_id"]) == ("task_arithmetic", "task_arithmetic_devec_grid")
+    assert (effect["id"], effect["devec_id"]) == ("task_arithmetic_val", "task_arithmetic_devec_grid")
     assert effect["delta"] == pytest.approx(5.0)  # + 1.0 x the shared vector's 5 on both tasks
     individual = next(r for r in result["normalized"] if r["id"] == "individual")
     assert individual["avg"] == pytest.approx(100.0)
     assert (tmp_path / "out" / "table1_normalized.md").exists()
     labels = [r["method"] for r in result["rows"]]
     assert labels == (["Own fine-tunes", "TA", "TA with shared vectors"] if relabel else
-                      ["Fine-Tuned", "Task Arithmetic", "Task Arithmetic + DeVec (grid on val)"])
+                      ["Fine-Tuned", "Task Arithmetic (lambda on val)", "Task Arithmetic + DeVec (grid on val)"])
 
 
 def test_toxicity_control_tasks_are_picked_by_id_not_label(monkeypatch):

@@ -44,8 +44,11 @@ def test_table1_cli_runs_every_method_with_and_without_devec_and_reuses_the_cach
     assert len(learned["task_coefficients"]) == len(tasks)
     assert len(learned["shared_coefficients"]) == len(tasks) * (len(tasks) - 1) // 2
     assert len(results["devec_effect"]) == 6
-    assert {e["id"] for e in results["devec_effect"]} == {"task_arithmetic", "ties", "adamerging_task",
-                                                         "adamerging_layer", "adamerging_plus_layer"}
+    # each DeVec row against its like-for-like baseline: the same coefficient fitting without the shared vectors
+    assert {(e["id"], e["devec_id"]) for e in results["devec_effect"]} == {
+        ("task_arithmetic_learned", "task_arithmetic_devec"), ("task_arithmetic_val", "task_arithmetic_devec_grid"),
+        ("ties", "ties_devec"), ("adamerging_task", "adamerging_task_devec"),
+        ("adamerging_layer", "adamerging_layer_devec"), ("adamerging_plus_layer", "adamerging_plus_layer_devec")}
     assert [r["paper"] for r in results["rows"]] == sorted((r["paper"] for r in results["rows"]), reverse=True)
     assert "Task Arithmetic + DeVec" in (run / "table1_accuracy.md").read_text()
     assert (run / "table1_normalized.csv").exists() and list((run / "wandb").glob("offline-run-*"))

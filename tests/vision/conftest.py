@@ -58,3 +58,31 @@ def hf_checkpoints(tmp_path_factory, hf_clip_config):
             save_file(sd, str(root / "ft1" / "model.safetensors"))
         tuned.append(vis.eval())
     return root, pre, tuned
+
+
+MERGE_ARCH = {"embed_dim": 8, "vision": {"image_size": 16, "patch_size": 8, "width": 16, "layers": 1, "head_width": 8},
+              "text": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1}}
+"""The CLIP of the merging-method tests: one block of width 16."""
+
+
+def tiny_merge_setup(k: int = 2):
+    """A tiny CLIP, its visual parameters, k random task vectors, k three-class tasks on 24 images (validation: the
+    first 12), random heads and a pool-like namespace: ``model, pre, vecs, tasks, heads, pool``."""
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    from devec.vision.clip import build_clip
+    from devec.vision.data import ImageSet, Task
+
+    torch.manual_seed(0)
+    model = build_clip(MERGE_ARCH).eval().requires_grad_(False)
+    pre = {n: p.detach().clone() for n, p in model.visual.named_parameters()}
+    vecs = [{n: 0.05 * torch.randn_like(p) for n, p in pre.items()} for _ in range(k)]
+    images = torch.randint(0, 255, (24, 3, 16, 16), dtype=torch.uint8)
+    data = ImageSet(images, torch.arange(24) % 3)
+    tasks = {f"t{i}": Task(f"t{i}", ["a", "b", "c"], ["{c}"], data, data.head(12), data) for i in range(k)}
+    heads = {n: F.normalize(torch.randn(8, 3), dim=0) * 20 for n in tasks}
+    finetuned = {n: {p: pre[p] + v[p] for p in pre} for n, v in zip(tasks, vecs, strict=True)}
+    pool = SimpleNamespace(model=model, pretrained=pre, finetuned=finetuned, heads=heads)
+    return model, pre, vecs, tasks, heads, pool

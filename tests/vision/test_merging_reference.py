@@ -4,15 +4,12 @@ learned coefficients (issue 12 items 2-4)."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from devec.vision.adamerging import MergedParams, adamerge, entropy
-from devec.vision.clip import build_clip
-from devec.vision.data import ImageSet, Task
+from devec.vision.data import ImageSet
 from devec.vision.fisher import fisher_diagonal, fisher_merge
 from devec.vision.methods import (
     FisherMerging,
@@ -25,10 +22,7 @@ from devec.vision.methods import (
 )
 from devec.vision.regmean import attention_values, gram_matrices, regmean_merge
 from tests.reliability.test_settings import composed, tripwires  # noqa: F401 (a fixture)
-
-ARCH = {"embed_dim": 8, "vision": {"image_size": 16, "patch_size": 8, "width": 16, "layers": 1, "head_width": 8},
-        "text": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1}}
-
+from tests.vision.conftest import tiny_merge_setup
 
 # ---------------------------------------------------------------- TIES as [48]'s ties_merging_utils
 
@@ -90,27 +84,13 @@ def test_ties_zero_signs_take_the_majority_sign_and_the_paper_preset_is_dis_sum_
 
 # ---------------------------------------------------------------- Fisher merging
 
-def _tiny(k: int = 2):
-    torch.manual_seed(0)
-    model = build_clip(ARCH).eval().requires_grad_(False)
-    pre = {n: p.detach().clone() for n, p in model.visual.named_parameters()}
-    vecs = [{n: 0.05 * torch.randn_like(p) for n, p in pre.items()} for _ in range(k)]
-    images = torch.randint(0, 255, (24, 3, 16, 16), dtype=torch.uint8)
-    data = ImageSet(images, torch.arange(24) % 3)
-    tasks = {f"t{i}": Task(f"t{i}", ["a", "b", "c"], ["{c}"], data, data.head(12), data) for i in range(k)}
-    heads = {n: F.normalize(torch.randn(8, 3), dim=0) * 20 for n in tasks}
-    finetuned = {n: {p: pre[p] + v[p] for p in pre} for n, v in zip(tasks, vecs, strict=True)}
-    pool = SimpleNamespace(model=model, pretrained=pre, finetuned=finetuned, heads=heads)
-    return model, pre, vecs, tasks, heads, pool
-
-
 def _model_logits(model, params, head, x):
     with torch.nn.utils.stateless._reparametrize_module(model.visual, params):
         return F.normalize(model.visual(x), dim=-1) @ head
 
 
 def test_fisher_exact_estimator_is_the_definition_and_batch_is_fusionbench_estimate():
-    model, pre, _, tasks, heads, _ = _tiny()
+    model, pre, _, tasks, heads, _ = tiny_merge_setup()
     data = tasks["t0"].train.head(4)
     params = {k: v.clone().requires_grad_(True) for k, v in pre.items()}
     exact = {k: torch.zeros_like(v) for k, v in pre.items()}
@@ -157,7 +137,7 @@ def test_fisher_merge_is_the_fisher_weighted_average_of_the_fine_tuned_models():
 
 
 def test_fisher_merging_method_runs_on_the_tiny_encoder_and_stays_between_the_models():
-    _, pre, vecs, tasks, _, pool = _tiny()
+    _, pre, vecs, tasks, _, pool = tiny_merge_setup()
     ctx = MergeContext(pool, tasks, vecs)
     params, info = FisherMerging(examples=8, batch_size=4).merge(ctx)
     for k in pre:
@@ -188,7 +168,7 @@ def test_regmean_on_one_linear_layer_is_the_least_squares_merge():
 
 
 def test_regmean_hooks_every_linear_map_of_the_encoder_and_recompute_the_attention_output():
-    model, pre, _, tasks, _, _ = _tiny()
+    model, pre, _, tasks, _, _ = tiny_merge_setup()
     mha = model.visual.transformer.resblocks[0].attn
     x = torch.randn(2, 5, 16)
     torch.testing.assert_close(F.linear(attention_values(mha, x), mha.out_proj.weight, mha.out_proj.bias),
@@ -203,7 +183,7 @@ def test_regmean_hooks_every_linear_map_of_the_encoder_and_recompute_the_attenti
 
 
 def test_regmean_method_merges_the_tiny_encoder(tmp_path):
-    _, pre, vecs, tasks, _, pool = _tiny()
+    _, pre, vecs, tasks, _, pool = tiny_merge_setup()
     params, info = RegMean(examples=8, batch_size=4).merge(MergeContext(pool, tasks, vecs))
     assert set(params) == set(pre) and all(torch.isfinite(v).all() for v in params.values())
     assert "transformer.resblocks.0.mlp.c_fc.weight" in info["regmean_layers"]
@@ -216,7 +196,7 @@ def test_regmean_method_merges_the_tiny_encoder(tmp_path):
 # ---------------------------------------------------------------- AdaMerging's batches, TA + DeVec supervised
 
 def test_adamerging_takes_the_given_batches_per_task_and_step():
-    model, pre, vecs, tasks, heads, _ = _tiny()
+    model, pre, vecs, tasks, heads, _ = tiny_merge_setup()
     merged = MergedParams(pre, vecs, [0.3, 0.3], "task")
     losses = adamerge(model.visual, heads, tasks, merged, steps=1, lr=1e-3, batch_size=4, clamp=None, batches=2)
     start = MergedParams(pre, vecs, [0.3, 0.3], "task")()
@@ -230,7 +210,7 @@ def test_adamerging_takes_the_given_batches_per_task_and_step():
 
 
 def test_task_arithmetic_devec_learns_one_coefficient_per_vector_with_cross_entropy_on_train():
-    model, pre, vecs, tasks, _, pool = _tiny()
+    model, pre, vecs, tasks, _, pool = tiny_merge_setup()
     shared = [{k: 0.5 * (vecs[0][k] + vecs[1][k]) for k in pre}]
     frozen = [{k: v.clone() for k, v in t.items()} for t in vecs + shared]
     method = SupervisedCoefficients(steps=20, lr=0.02, batch_size=24, devec=True)

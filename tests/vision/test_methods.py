@@ -5,12 +5,8 @@ from __future__ import annotations
 import torch
 
 from devec.vision.adamerging import MergedParams, adamerge, entropy
-from devec.vision.clip import build_clip
-from devec.vision.data import ImageSet, Task
 from devec.vision.methods import combine, sum_vectors, ties_vectors
-
-ARCH = {"embed_dim": 8, "vision": {"image_size": 16, "patch_size": 8, "width": 16, "layers": 1, "head_width": 8},
-        "text": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1}}
+from tests.vision.conftest import tiny_merge_setup
 
 
 def _vectors(k: int = 3, seed: int = 0) -> tuple[dict, list[dict]]:
@@ -54,21 +50,8 @@ def test_merged_params_equal_task_arithmetic_and_layerwise_coefficients_are_per_
     torch.testing.assert_close(out["w"], combine(pre, vecs, [0.3] * 3)["w"])
 
 
-def _tiny_setup(k: int = 2):
-    torch.manual_seed(0)
-    model = build_clip(ARCH).eval().requires_grad_(False)
-    pre = {n: p.detach().clone() for n, p in model.visual.named_parameters()}
-    vecs = [{n: 0.05 * torch.randn_like(p) for n, p in pre.items()} for _ in range(k)]
-    images = torch.randint(0, 255, (24, 3, 16, 16), dtype=torch.uint8)
-    labels = torch.arange(24) % 3
-    data = ImageSet(images, labels)
-    tasks = {f"t{i}": Task(f"t{i}", ["a", "b", "c"], ["{c}"], data, data, data) for i in range(k)}
-    heads = {n: torch.nn.functional.normalize(torch.randn(8, 3), dim=0) * 20 for n in tasks}
-    return model, pre, vecs, tasks, heads
-
-
 def test_adamerging_functional_and_naive_paths_take_identical_steps_and_lower_entropy():
-    model, pre, vecs, tasks, heads = _tiny_setup()
+    model, pre, vecs, tasks, heads, _ = tiny_merge_setup()
     runs = {}
     for naive in (False, True):
         merged = MergedParams(pre, vecs, [0.3, 0.3], "layer")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
 COLOURS = {
@@ -141,9 +139,3 @@ def apply_style(name: str, images: torch.Tensor) -> torch.Tensor:
     if name not in STYLES:
         raise ValueError(f"unknown embedded style {name!r}; pool.styles entries must be among {sorted(STYLES)}")
     return STYLES[name](images).clamp(0, 1)
-
-
-def style_training_set(styles: Sequence[str], n: int, size: int, seed: int) -> dict[str, torch.Tensor]:
-    """The same content drawn in each style (index i is the same shape in every style)."""
-    content, _, _ = make_content(n, size, seed)
-    return {name: apply_style(name, content) for name in styles}

@@ -21,7 +21,14 @@ from torch import nn
 from devec import hub, io, store
 from devec.runtime import built, plain
 from devec.vectors import open_checkpoint
-from devec.vision.clip import arch_from_hf_config, build_clip, hf_clip_to_open_clip, strip_prefix, tokenizer
+from devec.vision.clip import (
+    arch_from_hf_config,
+    build_clip,
+    hf_clip_to_open_clip,
+    strip_prefix,
+    tokenizer,
+    visual_state,
+)
 from devec.vision.data import Task, TaskPool, pretraining_corpus, task_pool
 from devec.vision.head_text import SETS as HEAD_TEXT_SETS
 from devec.vision.head_text import head_text
@@ -183,7 +190,7 @@ def _embedded(cfg, data_cfg, tasks, finetune, cache_dir, progress) -> VisionPool
             io.write_json(root / "pretrain_loss.json", losses)  # a record for the reader, never read back
     model.eval()
     heads = _heads(model, tok, tasks, key, cache_dir)
-    pretrained = {k: v.detach().clone() for k, v in model.visual.named_parameters()}
+    pretrained = visual_state(model)
     ft_key = store.config_key(ft_cfg)
     finetuned = {}
     for i, name in enumerate(finetune):
@@ -229,7 +236,7 @@ def _hf(cfg, tasks, finetune, cache_dir) -> VisionPool:
     model = build_clip(arch)
     model.load_state_dict(hf_clip_to_open_clip(_all(pre_dir)), strict=True)
     model.eval().requires_grad_(False)
-    pretrained = {k: v.detach().clone() for k, v in model.visual.named_parameters()}
+    pretrained = visual_state(model)
     finetuned = {}
     sources = dict(cfg["finetuned"])
     for name in finetune:
@@ -263,7 +270,7 @@ def _open_clip(cfg, tasks, finetune, cache_dir) -> VisionPool:
         sd = {**{k: ref[k] for k in text}, **{k: v for k, v in sd.items() if k in own}}
     model.load_state_dict({k: sd[k] for k in own}, strict=True)
     model.eval().requires_grad_(False)
-    pretrained = {k: v.detach().clone() for k, v in model.visual.named_parameters()}
+    pretrained = visual_state(model)
     sources = dict(cfg["finetuned"])
     finetuned = {}
     for name in finetune:

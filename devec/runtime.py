@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import logging
 import random
+import resource
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +20,8 @@ from tqdm.auto import tqdm
 
 from devec import io, store
 from devec.loggers import NullLogger
+
+log = logging.getLogger(__name__)
 
 
 def plain(value: Any) -> Any:
@@ -54,6 +61,8 @@ class Run:
     cache_dir: Path
     logger: Any = field(default_factory=NullLogger)
     seed: int = 0
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    _open: list[_Meter] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -92,10 +101,142 @@ class Run:
         self.logger.log_image(name, path)
         return path
 
+    @contextlib.contextmanager
+    def stage(self, name: str, detail: str | None = None) -> Iterator[None]:
+        """Time one stage (load, task_vectors, decomposition, merging, training, evaluation...): wall seconds, peak
+        resident memory and, on CUDA, peak allocated GPU memory, each measured from the stage's start; one log line,
+        a row of ``self.stages`` (results.json ``stages``) and W&B metrics ``stage/<name>/...``."""
+        if self._open:  # the enclosing stage keeps its peak so far; this one starts its own
+            self._open[-1].absorb({"peak_rss_mib": _peak_rss_mib(), "cuda_peak_mib": _cuda_peak_mib()})
+        meter = _Meter(name, detail, time.perf_counter(), _reset_peaks())
+        self._open.append(meter)
+        failed = None
+        try:
+            yield
+        except BaseException as err:
+            failed = type(err).__name__
+            raise
+        finally:
+            self._open.pop()
+            row = meter.finish()
+            if failed:
+                row["failed"] = failed
+            if self._open:  # an enclosing stage's peak covers this one's
+                self._open[-1].absorb(row)
+            self.stages.append(row)
+            log.info("stage %s: %s", row["stage"] + (f" ({detail})" if detail else ""), stage_line(row))
+            self.logger.log({f"stage/{name}/{k}": v for k, v in row.items()
+                             if k in ("seconds", "peak_rss_mib", "cuda_peak_mib") and v is not None})
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[Run]:
+        """Make this the run that :func:`stage` records into (``devec.cli.execute`` does, around the runner)."""
+        token = _CURRENT.set(self)
+        try:
+            yield self
+        finally:
+            _CURRENT.reset(token)
+
     def progress(self, iterable: Iterable, desc: str, total: int | None = None, **kw: Any) -> Iterable:
         """A progress bar; redrawn at most every 30 s when stderr is a log file rather than a terminal."""
         kw.setdefault("mininterval", 0.1 if sys.stderr.isatty() else 30.0)
         return tqdm(iterable, desc=desc, total=total, dynamic_ncols=True, **kw)
+
+
+_CURRENT: contextvars.ContextVar[Run | None] = contextvars.ContextVar("devec_run", default=None)
+
+
+@contextlib.contextmanager
+def stage(name: str, detail: str | None = None) -> Iterator[None]:
+    """:meth:`Run.stage` of the active run (:meth:`Run.active`); outside a run, nothing is recorded."""
+    run = _CURRENT.get()
+    if run is None:
+        yield
+        return
+    with run.stage(name, detail):
+        yield
+
+
+def stage_line(row: Mapping[str, Any]) -> str:
+    """``12.3 s, peak RSS 812 MiB, CUDA peak 5120 MiB`` for one row of ``Run.stages``."""
+    parts = [f"{row['seconds']:.1f} s"]
+    if row.get("peak_rss_mib") is not None:
+        parts.append(f"peak RSS {row['peak_rss_mib']:.0f} MiB" + ("" if row.get("rss_from_stage_start", True)
+                                                                   else " (process peak)"))
+    if row.get("cuda_peak_mib") is not None:
+        parts.append(f"CUDA peak {row['cuda_peak_mib']:.0f} MiB")
+    return ", ".join(parts)
+
+
+MIB = 2 ** 20
+CLEAR_REFS = Path("/proc/self/clear_refs")
+STATUS = Path("/proc/self/status")
+
+
+@dataclass
+class _Meter:
+    """One open stage: its start, whether its RSS peak was reset at the start, and peaks of stages inside it."""
+
+    name: str
+    detail: str | None
+    start: float
+    reset: bool
+    inner_rss: float = 0.0
+    inner_cuda: float = 0.0
+
+    def finish(self) -> dict[str, Any]:
+        rss = _peak_rss_mib()
+        cuda = _cuda_peak_mib()
+        row: dict[str, Any] = {"stage": self.name}
+        if self.detail:
+            row["detail"] = self.detail
+        row.update(seconds=round(time.perf_counter() - self.start, 3),
+                   peak_rss_mib=None if rss is None else round(max(rss, self.inner_rss), 1),
+                   cuda_peak_mib=None if cuda is None else round(max(cuda, self.inner_cuda), 1))
+        if not self.reset:
+            row["rss_from_stage_start"] = False  # the process's peak so far (no per-stage reset on this system)
+        return row
+
+    def absorb(self, inner: Mapping[str, Any]) -> None:
+        self.inner_rss = max(self.inner_rss, inner.get("peak_rss_mib") or 0.0)
+        self.inner_cuda = max(self.inner_cuda, inner.get("cuda_peak_mib") or 0.0)
+
+
+def _reset_peaks() -> bool:
+    """Start new peaks: Linux's VmHWM (``/proc/self/clear_refs``) and torch's CUDA peak; False when RSS cannot."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        CLEAR_REFS.write_text("5")
+        return _vm_hwm_mib() is not None
+    except OSError:
+        return False
+
+
+def _peak_rss_mib() -> float | None:
+    """Peak resident memory since the last reset (VmHWM), else the process's peak (getrusage)."""
+    hwm = _vm_hwm_mib()
+    if hwm is not None:
+        return hwm
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / (MIB if sys.platform == "darwin" else 1024)
+
+
+def _vm_hwm_mib() -> float | None:
+    try:
+        for line in STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _cuda_peak_mib() -> float | None:
+    """Peak allocated CUDA memory since the last reset; None when this process has not used CUDA."""
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return None
+    return torch.cuda.max_memory_allocated() / MIB
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], floatfmt: str = ".2f") -> str:

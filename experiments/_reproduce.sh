@@ -3,6 +3,8 @@
 #   SEEDS=0,1,2 (default)  seeds of the multirun; each seed changes pre-training, fine-tuning and data order
 #   "$@"                   Hydra overrides passed through: scale=paper device=cuda hydra/launcher=slurm ...
 #   REPORT_ARGS            extra devec-report arguments (e.g. "--no-wandb")
+# The report gives each table over seeds (mean ± 95 % interval) and DeVec's effects with their verdicts; then
+# `devec-docs NAME=EXPERIMENT` writes them into the docs' <!-- devec:numbers NAME --> blocks.
 set -euo pipefail
 
 reproduce() {  # reproduce EXPERIMENT [hydra overrides...]

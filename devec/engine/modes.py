@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
+import torch
+
 from devec.engine.basis import ColumnBasis, TaskVector, column_basis
 from devec.engine.decompose import Decomposition, check_pool, decompose
 from devec.engine.rank import parse_rank
@@ -90,7 +92,19 @@ def iterative_result(target: TaskVector, others: Sequence[TaskVector], tau: floa
     for other, other_basis in zip(others, other_bases, strict=True):
         if mine is None or (removed and removed[-1] > 0):  # the target's column space changed in the last step
             mine = basis_fn(current, rule, svd=svd)
+        if removed and _exhausted(current, target):  # nothing real is left: a basis of rounding noise shares noise
+            removed.append(0)
+            continue
         d = decompose([current, other], tau=tau, rank=rule, method=method, bases=[mine, other_basis], validate=False)
         current = d.unique[0]
         removed.append(d.shared_dim)
     return IterativeResult(current, removed)
+
+
+def _exhausted(current: TaskVector, target: TaskVector) -> bool:
+    """True when ``current`` is rounding noise of ``target`` (relative norm within 100 machine epsilons)."""
+    if not (isinstance(current, torch.Tensor) and isinstance(target, torch.Tensor)):
+        return False
+    scale = float(torch.linalg.vector_norm(target.double()))
+    eps = torch.finfo(current.dtype).eps if current.is_floating_point() else 0.0
+    return scale == 0.0 or float(torch.linalg.vector_norm(current.double())) <= 100 * eps * scale

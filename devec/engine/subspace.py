@@ -46,7 +46,7 @@ def shared_subspace(bases: list[torch.Tensor], tau: float, method: str = "lowran
         return SharedSubspace(q, eigenvalues)
     if len(us) == 2:
         y, cosines, _ = torch.linalg.svd(us[0].T @ us[1], full_matrices=True)
-        eigenvalues = torch.zeros(us[0].shape[1], dtype=torch.float64)
+        eigenvalues = torch.zeros(us[0].shape[1], dtype=torch.float64, device=us[0].device)
         eigenvalues[: cosines.numel()] = cosines.square().clamp(0.0, 1.0)
         keep = int((eigenvalues > tau).sum())
         return SharedSubspace(us[0] @ y[:, :keep], eigenvalues)

@@ -24,11 +24,15 @@ from devec.report.collect import (
     long_rows,
     swept_keys,
 )
+from devec.report.effects import effect_lines, effect_rows
 from devec.report.plots import curve_figure
-from devec.report.tables import aggregate, pivot, write_table
+from devec.report.tables import aggregate, pivot, seed_rows, write_table
 
 log = logging.getLogger("devec.report")
 MAX_PLOTS = 12
+EFFECT_COLUMNS = ("comparison", "metric", "better", "baseline", "devec", "delta", "ci95", "n", "verdict", "low",
+                  "high", "seeds", "id")
+"""Columns of the effects table after the swept keys: mean values and difference over seeds, then the interval."""
 
 
 def build_report(sweep: str | Path, out_dir: str | Path | None = None, x: str | None = None,
@@ -68,6 +72,15 @@ def build_report(sweep: str | Path, out_dir: str | Path | None = None, x: str | 
     files += write_table(out, "sweep", table, title=sweep_title) if table else []
     if rows and cols:
         files += write_table(out, "pivot", pivot(long, rows, cols), title=f"{rows} x {cols}")
+    in_run = seed_rows([({k: r.setting(k) for k in group_keys}, r.results["rows"]) for r in runs
+                        if isinstance(r.results.get("rows"), list)])
+    if in_run:
+        files += write_table(out, "rows_mean_ci95", in_run, title="The run's table over seeds: mean ± 95 % interval")
+    effects = effect_rows(runs, group_keys)
+    if effects:
+        columns = [*group_keys, *EFFECT_COLUMNS]
+        files += write_table(out, "effects", [{c: e.get(c) for c in columns} for e in effects],
+                             title="DeVec's effect: DeVec minus its baseline, mean over seeds and 95 % interval")
     figures: list[Path] = []
     if x is None and table:
         x = next((k for k in group_keys if all(is_number(r.get(k)) for r in table)), None)
@@ -91,7 +104,8 @@ def build_report(sweep: str | Path, out_dir: str | Path | None = None, x: str | 
             fig = curve_figure(cagg, cx, y, group_keys, title=f"{name}: {y} vs {cx}")
             figures.append(_save(out / f"curve_{_slug(name)}_{_slug(y)}.png", fig))
     summary = {"sweep": str(sweep), "out_dir": str(out), "runs": len(runs), "missing": [str(m) for m in missing],
-               "swept": keys, "x": x, "tables": [str(f) for f in files], "figures": [str(f) for f in figures]}
+               "swept": keys, "x": x, "tables": [str(f) for f in files], "figures": [str(f) for f in figures],
+               "effects": effect_lines(effects, group_keys)}
     io.write_json(out / "report.json", summary)
     if wandb_mode and wandb_mode != "disabled":
         _log_wandb(out, sweep, table, figures, wandb_mode)
@@ -122,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     sweep_md = Path(summary["out_dir"]) / "sweep.md"
     if str(sweep_md) in summary["tables"]:  # this report's table, never an earlier one's
         print(sweep_md.read_text())
+    for line in summary["effects"]:
+        print(line)
     print(f"{summary['runs']} runs, swept {summary['swept'] or 'nothing'}; tables and plots in {summary['out_dir']}")
 
 

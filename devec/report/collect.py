@@ -14,6 +14,8 @@ import yaml
 
 NOT_METRICS = ("seed", "seconds")
 """results.json keys that describe a run rather than measure it."""
+EFFECTS_KEY = "effects"
+"""results.json key of DeVec's per-run effect records (devec.report.effects): a table of their own, not a curve."""
 
 
 @dataclass
@@ -91,6 +93,8 @@ def curves(results: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Lists of row dicts in results.json (e.g. a coefficient sweep inside one run), by their dotted key."""
     out = {}
     for key, value in flatten(results, keep_lists=True).items():
+        if key == EFFECTS_KEY:
+            continue
         if isinstance(value, list) and value and all(isinstance(row, Mapping) for row in value):
             out[key] = [dict(flatten(row)) for row in value]
     return out

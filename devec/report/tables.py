@@ -16,6 +16,8 @@ from devec import io
 from devec.report.collect import is_number
 from devec.runtime import markdown_table
 
+LABELS = ("setting", "model", "method", "id")
+"""Columns that name an in-run table row, most specific first (the first one a row has labels it)."""
 STATS = ("mean", "std", "count", "size")
 """Per (setting, metric) cell: the mean and sample std, the finite-or-not values (``size``) and the non-NaN ones."""
 
@@ -67,6 +69,46 @@ def pivot(long: Sequence[Mapping[str, Any]], rows: str, cols: str, value: str = 
     table.columns = [str(col_names[g]) for g in col_order]
     table.insert(0, rows, pd.Series([row_names[g] for g in row_order], index=table.index, dtype=object))
     return table.to_dict("records")
+
+
+def seed_rows(per_run: Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]], floatfmt: str = ".2f"
+              ) -> list[dict[str, Any]]:
+    """An in-run table (e.g. results.json ``rows``: Table 1's methods) over runs, from ``(setting, rows)`` per run.
+
+    One row per setting, position and label (the runs of one config list the same rows in the same order; a sweep
+    inside a run repeats a label); each numeric cell as ``mean ± ci95`` (95 % Student-t,
+    n-1 dof), the value alone when the runs agree or there is one run; text cells as given when the runs agree,
+    ``varies`` otherwise; boolean columns left out; ``n`` (runs) when a row has several.
+    """
+    from devec.report.effects import ci95
+
+    groups: dict[tuple, tuple[Mapping[str, Any], dict[str, list[Any]]]] = {}
+    for setting, rows in per_run:
+        for i, r in enumerate(rows):
+            label = next((r[k] for k in LABELS if k in r), None)
+            key = (*(str(v) for v in setting.values()), i, str(r.get("id", label)))
+            columns = groups.setdefault(key, (setting, {}))[1]
+            for c, v in r.items():
+                columns.setdefault(c, []).append(v)
+    out = []
+    for setting, columns in groups.values():
+        shown = [c for c in columns if not all(isinstance(v, bool) for v in columns[c])]
+        if "id" in shown and any(k in columns for k in LABELS[:-1]):
+            shown.remove("id")
+        row = {**setting, **{c: _seed_cell(columns[c], floatfmt, ci95) for c in shown}}
+        n = max(len(v) for v in columns.values())
+        out.append({**row, "n": n} if len(per_run) > 1 else row)
+    return out
+
+
+def _seed_cell(values: Sequence[Any], floatfmt: str, ci95) -> str:
+    if all(is_number(v) for v in values):
+        mean = math.fsum(values) / len(values)
+        if len(set(values)) == 1:
+            return format(mean, floatfmt)
+        return f"{format(mean, floatfmt)} ± {format(ci95(values), floatfmt)}"
+    texts = {"" if v is None else str(v) for v in values}
+    return texts.pop() if len(texts) == 1 else "varies"
 
 
 def write_table(out_dir: str | os.PathLike, name: str, rows: Sequence[Mapping[str, Any]], title: str = "",

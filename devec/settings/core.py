@@ -43,6 +43,7 @@ class RunSettings:
     seed: int = 0
     device: str = "cpu"
     resume: bool = True
+    plan_only: bool = False
 
 
 def typed(key: str, value: Any, schema: type) -> DictConfig:
@@ -151,7 +152,7 @@ def _runner(cfg: DictConfig) -> str:
 
 
 def _check_run(cfg: DictConfig) -> None:
-    settings = typed("", {k: cfg[k] for k in ("seed", "device", "resume") if k in cfg}, RunSettings)
+    settings = typed("", {k: cfg[k] for k in ("seed", "device", "resume", "plan_only") if k in cfg}, RunSettings)
     check_device("device", settings.device)
 
 
@@ -176,7 +177,7 @@ def check_device(key: str, value: Any) -> None:
         raise ConfigError(f"{key}={value!r}: use cpu, cuda, cuda:N or mps")
 
 
-DECOMPOSITION_KEYS = ("mode", "tau", "rank", "method", "svd", "cache", "policy")
+DECOMPOSITION_KEYS = ("mode", "tau", "rank", "method", "svd", "cache", "policy", "device", "chance_draws")
 """The keys of a ``decomposition`` block: the fields of the driver's DecompositionSettings it reads."""
 
 
@@ -198,6 +199,8 @@ def check_decomposition(cfg: DictConfig, mode: str | None = None, why: str = "",
                               f"{_near(str(key), DECOMPOSITION_KEYS)}")
     d = {"mode": "joint", "tau": 0.85, "rank": "energy:0.9", "method": "lowrank", "svd": "auto", **block}
     one_of("decomposition.mode", d["mode"], MODES)
+    if d.get("device") is not None:
+        check_device("decomposition.device", d["device"])
     if mode and d["mode"] != mode:
         raise ConfigError(f"decomposition.mode={d['mode']!r}: {why} uses mode {mode!r}; "
                           f"use decomposition={mode} (the experiment's default)")
@@ -214,6 +217,10 @@ def check_decomposition(cfg: DictConfig, mode: str | None = None, why: str = "",
         raise ConfigError(f"decomposition.rank={d['rank']!r}: {err}") from None
     one_of("decomposition.method", d["method"], METHODS)
     one_of("decomposition.svd", d["svd"], SVD_BACKENDS)
+    draws = d.get("chance_draws", 8)
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 0:
+        raise ConfigError(f"decomposition.chance_draws={draws!r}: use an integer >= 0, the draws of random subspaces "
+                          "behind each layer's chance level of sharing (0 turns it off)")
     if d["svd"] == "randomized" and rule.needs_full_spectrum:
         raise ConfigError(f"decomposition.svd=randomized needs a rank rule with a target rank (fixed:R or ratio:F), "
                           f"got decomposition.rank={d['rank']!r}")

@@ -48,7 +48,6 @@ def _check_toxicity(cfg: DictConfig, figure: str) -> None:
         return
     check_decomposition(cfg, "iterative", "toxicity removal extracts the toxic vector's unique part iteratively "
                         "(Sec. 4.3), so it", tau_swept="method.taus" if figure == "fig6" else "")
-    check_device("pool.decompose_device", pool.decompose_device)
     members = pool.member_names()
     names_in("pool.toxic", [pool.toxic], members, "pool.members")
     names_in("pool.toxic_vectors", list(pool.toxic_vectors.values()), members, "pool.members")

@@ -68,46 +68,66 @@ def _luma(x: torch.Tensor) -> torch.Tensor:
     return (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
 
 
+INK = (0.08, 0.06, 0.1)
+PAPER = (0.98, 0.93, 0.78)
+
+
+def _foreground(x: torch.Tensor) -> torch.Tensor:
+    """Where the content differs from the plain background (n x 1 x H x W, 0/1)."""
+    bg = torch.tensor(BACKGROUND).view(1, 3, 1, 1)
+    return ((x - bg).abs().sum(1, keepdim=True) > 0.05).float()
+
+
+def drawn(x: torch.Tensor, width: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """The concept the drawn styles share (as the paper's anime styles share anime rendering): the background
+    becomes cream paper and the shape gets a dark ink outline. Returns the image and the shape's mask."""
+    mask = _foreground(x)
+    grown = torch.nn.functional.max_pool2d(mask, 2 * width + 1, 1, width)
+    shrunk = 1 - torch.nn.functional.max_pool2d(1 - mask, 2 * width + 1, 1, width)
+    ring = (grown - shrunk) > 0.5
+    out = torch.where(mask > 0.5, x, torch.tensor(PAPER).view(1, 3, 1, 1).expand_as(x))
+    return torch.where(ring, torch.tensor(INK).view(1, 3, 1, 1).expand_as(x), out), mask
+
+
 def mono(x: torch.Tensor) -> torch.Tensor:
-    """Black-and-white photograph analogue: grey, high contrast, darker background."""
+    """Black-and-white photograph analogue: grey, high contrast, darker background; not drawn (no paper, no ink)."""
     y = _luma(x)
     y = ((y - 0.55) * 1.8 + 0.4).clamp(0, 1)
     return y.expand(-1, 3, -1, -1).clone()
 
 
 def pixel(x: torch.Tensor, block: int = 4, levels: int = 3) -> torch.Tensor:
-    """Pixel-art analogue: coarse blocks and a few colour levels."""
+    """Pixel-art analogue: drawn (paper, ink outline), the shape filled in coarse blocks of a few colour levels."""
     size = x.shape[-1]
     small = torch.nn.functional.avg_pool2d(x, block)
     small = torch.round(small * (levels - 1)) / (levels - 1)
-    return torch.nn.functional.interpolate(small, size=(size, size), mode="nearest")
+    blocks = torch.nn.functional.interpolate(small, size=(size, size), mode="nearest")
+    out, mask = drawn(x)
+    ink = (out - torch.tensor(INK).view(1, 3, 1, 1)).abs().sum(1, keepdim=True) < 1e-6
+    return torch.where((mask > 0.5) & ~ink, blocks, out)
 
 
 def stripes(x: torch.Tensor, period: int = 6) -> torch.Tensor:
-    """Hatched-drawing analogue: dark diagonal stripes across the whole picture."""
+    """Generic-anime analogue: drawn, with dark diagonal hatching across the shape."""
+    out, mask = drawn(x)
     size = x.shape[-1]
     yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
     band = (((xx + yy) // (period // 2)) % 2 == 0).float()
-    return x * (1 - 0.55 * band)
+    return torch.where(mask > 0.5, out * (1 - 0.55 * band), out)
 
 
 def pastel(x: torch.Tensor) -> torch.Tensor:
-    """Flat-colour illustration analogue: pale shapes on a dark navy background."""
-    bg = torch.tensor(BACKGROUND).view(1, 3, 1, 1)
-    is_bg = (x - bg).abs().sum(1, keepdim=True) < 0.05
-    soft = 0.45 * x + 0.55
-    navy = torch.tensor((0.1, 0.12, 0.3)).view(1, 3, 1, 1).expand_as(x)
-    return torch.where(is_bg, navy, soft)
+    """Flat-colour anime analogue: drawn, with pale flat shape colours."""
+    out, mask = drawn(x)
+    return torch.where((mask > 0.5) & (out.sum(1, keepdim=True) > 0.5), 0.45 * out + 0.55, out)
 
 
 def warm(x: torch.Tensor) -> torch.Tensor:
-    """Soft painted-anime analogue (Studio Ghibli): blurred edges, a warm palette and a pale sky-blue background."""
-    soft = torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
-    bg = torch.tensor(BACKGROUND).view(1, 3, 1, 1)
-    is_bg = (soft - bg).abs().sum(1, keepdim=True) < 0.05
-    sky = torch.tensor((0.62, 0.8, 0.92)).view(1, 3, 1, 1).expand_as(x)
+    """Studio Ghibli analogue: drawn, with a soft, warm-tinted painted shape."""
+    out, mask = drawn(x)
     tint = torch.tensor((1.0, 0.82, 0.55)).view(1, 3, 1, 1)
-    return torch.where(is_bg, sky, 0.7 * soft * tint + 0.25)
+    soft = torch.nn.functional.avg_pool2d(out, 3, stride=1, padding=1, count_include_pad=False)
+    return torch.where(mask > 0.5, 0.7 * soft * tint + 0.25, out)
 
 
 def frame(x: torch.Tensor, width: int = 2) -> torch.Tensor:

@@ -138,6 +138,9 @@ class CLIPScorer:
     def __init__(self, model: str, device: str = "cpu") -> None:
         from transformers import CLIPModel, CLIPProcessor
 
+        from devec import hub
+
+        model = hub.model(model, "data.metrics.clip_model")  # the mirror's copy when one is set
         self.model = CLIPModel.from_pretrained(model, use_safetensors=True).to(device).eval()
         self.processor = CLIPProcessor.from_pretrained(model)
         self.device = device

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from devec.engine import TaskVector, frobenius_norm
+from devec.runtime import stage
 from devec.style.loras import StyleLoRA, load_adapter
 from devec.vectors import DecompositionSettings, decompose_model
 
@@ -97,7 +98,8 @@ def decompose_styles(loras: Sequence[StyleLoRA], decomposition: Mapping[str, Any
                          f"not mode {settings.mode!r}")
     common = [m for m in loras[0].modules if all(m in lora.factors for lora in loras[1:])]
     pool = [{m: lora.factors[m] for m in common} for lora in loras]
-    md = decompose_model(pool, settings, progress=progress)
+    with stage("decomposition", f"joint over {len(loras)} styles"):
+        md = decompose_model(pool, settings, progress=progress)
     unique = [dict(md.unique[i]) for i in range(len(loras))]
     shared = [dict(md.shared[i]) for i in range(len(loras))]
     report = list(md.report)

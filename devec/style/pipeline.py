@@ -15,6 +15,9 @@ def load_pipeline(path: str | Path, dtype: str = "float32", device: str = "cpu")
     """``FluxPipeline.from_pretrained`` (a hub id or a saved directory), safetensors only."""
     from diffusers import FluxPipeline
 
+    from devec import hub
+
+    path = hub.model(str(path), "pool.base")  # the mirror's copy when one is set
     pipe = FluxPipeline.from_pretrained(str(path), dtype=torch_dtype(dtype), use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

@@ -20,6 +20,7 @@ from devec.style.loras import read_lora, save_lora
 from devec.style.metrics import Evaluator, common_strength, paired_similarity, style_strength
 from devec.style.mixing import Mixing, decompose_styles, load_components, set_mix
 from devec.style.pipeline import generate, load_pipeline
+from devec.vectors.sharing import save_sharing
 
 
 def run(cfg: DictConfig, run: Run) -> dict:
@@ -32,9 +33,11 @@ def run(cfg: DictConfig, run: Run) -> dict:
     styles = OmegaConf.to_container(pool.styles, resolve=True)
     picked = select_styles(method.mix, styles)
     needed = picked if method.decompose_over == "mix" or len(picked) == 1 else [s["name"] for s in styles]
-    base_path, lora_paths = style_pool(pool, run, resume=bool(cfg.get("resume", True)), names=needed)
-    loras = [read_lora(lora_paths[s["name"]], name=s["name"], weight=s.get("weight", 1.0),
-                       weight_name=s.get("weight_name")) for s in styles if s["name"] in needed]
+    with run.stage("load", "pool"):
+        base_path, lora_paths = style_pool(pool, run, resume=bool(cfg.get("resume", True)), names=needed)
+    with run.stage("task_vectors"):
+        loras = [read_lora(lora_paths[s["name"]], name=s["name"], weight=s.get("weight", 1.0),
+                           weight_name=s.get("weight_name")) for s in styles if s["name"] in needed]
     mixed = [next(lora for lora in loras if lora.name == n) for n in picked]
     summary: dict[str, Any] = {}
     dec = None
@@ -44,14 +47,17 @@ def run(cfg: DictConfig, run: Run) -> dict:
         run.save_table("style_decomposition", dec.report, title="Joint DeVec of the style LoRAs, per module")
         summary = dec.summary()
         run.log({f"decomposition/{k}": v for k, v in summary.items()})
+        summary["sharing"] = save_sharing(run, dec.report, "Joint sharing of the style LoRAs per module",
+                                          label="style LoRAs")
         if method.save_components:
             for lora, unique in zip(mixed, dec.unique, strict=True):
                 save_lora(run.path(f"unique_loras/{lora.name}.safetensors"), unique, lora.extras)
 
     offload = bool(pool.get("offload", False))
-    pipe = load_pipeline(base_path, dtype=pool.dtype, device="cpu" if offload else cfg.device)
-    if offload:
-        pipe.enable_model_cpu_offload(device=cfg.device)
+    with run.stage("load", "pipeline"):
+        pipe = load_pipeline(base_path, dtype=pool.dtype, device="cpu" if offload else cfg.device)
+        if offload:
+            pipe.enable_model_cpu_offload(device=cfg.device)
     single = {lora.name: f"style__{lora.name}" for lora in mixed}
     wanted = {"style": "original", **(method.methods if dec is not None else {})}
     adapters = load_components(pipe, mixed, dec, wanted)
@@ -79,10 +85,12 @@ def run(cfg: DictConfig, run: Run) -> dict:
         if cfg.get("resume", True) and store.done(unit):
             images[label] = store.load(unit)["images"]
         else:
-            images[label] = store.save(unit, {"images": render(names, weights)})["images"]
+            with run.stage("mixing", label):
+                images[label] = store.save(unit, {"images": render(names, weights)})["images"]
 
-    evaluator = Evaluator(spec.metrics, run.cache_dir, int(spec.height), device=cfg.device, progress=run.progress)
-    feats = evaluator.normalise({label: evaluator.features(x) for label, x in images.items()})
+    with run.stage("evaluation", "features"):
+        evaluator = Evaluator(spec.metrics, run.cache_dir, int(spec.height), device=cfg.device, progress=run.progress)
+        feats = evaluator.normalise({label: evaluator.features(x) for label, x in images.items()})
     rows = []
     for label, kind, gamma, _, _ in settings:
         row: dict[str, Any] = {"setting": label, "method": kind, "gamma": gamma,
@@ -104,7 +112,8 @@ def run(cfg: DictConfig, run: Run) -> dict:
         fig = image_grid(grid_rows, seeds, title=f'"{prompt}"  ({cfg.name})')
         run.save_figure(f"grid_{p_idx}_{_slug(prompt)}", fig)
     return {"styles": [lora.name for lora in mixed], "decomposition": summary,
-            "rows": rows, "by_method": _by_method(rows, evaluator.adherence_name)}
+            "rows": rows, "by_method": _by_method(rows, evaluator.adherence_name),
+            "effects": _print_effects(mix_effects(rows, method.methods, evaluator.adherence_name))}
 
 
 STYLE_KEYS = ("name", "weight", "stands_for", "path", "weight_name", "file", "source", "download")
@@ -143,7 +152,7 @@ class EmbeddedPool(StylePool):
         from devec.style.train import build_embedded
 
         return build_embedded(dataclasses.asdict(self), cache_dir, progress=progress, seed=self.seed,
-                              resume=bool(resume))
+                              resume=bool(resume), names=names)
 
 
 @dataclass(kw_only=True)
@@ -264,6 +273,34 @@ def _by_method(rows: Sequence[Mapping[str, Any]], adherence: str) -> dict[str, d
         out[f"{r['method']}@{r['gamma']:g}"] = {"min_strength": r["min_strength"], "mean_strength": r["mean_strength"],
                                                 "common_strength": r["common_strength"], adherence: r[adherence]}
     return out
+
+
+def mix_effects(rows: Sequence[Mapping[str, Any]], methods: Mapping[str, str], adherence: str
+                ) -> list[dict[str, Any]]:
+    """Each unique mix against the plain mix (``methods`` ids with components unique / original) at each gamma:
+    every style's strength in the mix, the weakest style's and the prompt adherence, all higher is better
+    (records of devec.report.effects)."""
+    from devec.report.effects import effect_record
+
+    plain_ids = [m for m, comp in methods.items() if comp == "original"]
+    unique_ids = [m for m, comp in methods.items() if comp == "unique"]
+    by_key = {(r["method"], r["gamma"]): r for r in rows}
+    out = []
+    for (mid, gamma), row in by_key.items():
+        base = by_key.get((plain_ids[0], gamma)) if plain_ids else None
+        if mid not in unique_ids or base is None:
+            continue
+        metrics = [k for k in row if k.startswith("strength/")] + ["min_strength", adherence]
+        out += [effect_record(f"{mid}@{gamma:g}", f"{mid} mix vs {plain_ids[0]} mix x{gamma:g}", k, row[k], base[k],
+                              True) for k in metrics]
+    return out
+
+
+def _print_effects(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from devec.report.effects import print_effects
+
+    print_effects(records)
+    return records
 
 
 def _slug(text: str) -> str:

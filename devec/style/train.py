@@ -33,8 +33,10 @@ def _plain(progress: Progress | None) -> Progress:
 
 
 def build_embedded(pool: Mapping[str, Any], cache_dir: str | Path, progress: Progress | None = None,
-                   seed: int = 0, resume: bool = True) -> tuple[Path, dict[str, Path]]:
-    """The tiny base pipeline directory and one LoRA file per style, built once and cached by config and code.
+                   seed: int = 0, resume: bool = True, names: Iterable[str] | None = None
+                   ) -> tuple[Path, dict[str, Path]]:
+    """The tiny base pipeline directory and one LoRA file per style (the styles ``names``; all when None), built
+    once and cached by config and code.
 
     Each LoRA is a unit: a run killed after training some of them trains only the others when started again;
     ``resume=False`` trains every LoRA again (the base pipeline, a cache, is kept).
@@ -48,7 +50,8 @@ def build_embedded(pool: Mapping[str, Any], cache_dir: str | Path, progress: Pro
     lora_cfg = {"lora": dict(pool["lora_train"]), "styles": [s["name"] for s in pool["styles"]], "seed": seed}
     lora_key = store.config_key(lora_cfg)
     lora_dir = root / f"loras_{lora_key}"
-    paths = {s["name"]: lora_dir / f"{s['name']}.safetensors" for s in pool["styles"]}
+    wanted = [s["name"] for s in pool["styles"]] if names is None else list(names)
+    paths = {s["name"]: lora_dir / f"{s['name']}.safetensors" for s in pool["styles"] if s["name"] in wanted}
     metas = {n: {"base": base_key, "lora": lora_key, "style": n} for n in paths}
     missing = [n for n, p in paths.items() if not resume or not store.sealed(p, metas[n])]
     if missing:

@@ -68,6 +68,9 @@ class ToxigenRoberta:
                  threshold: float = 0.5) -> None:
         from transformers import pipeline
 
+        from devec import hub
+
+        model = hub.model(model, "data.classifiers.model")  # the mirror's copy when one is set
         self.pipe = pipeline("text-classification", model=model, tokenizer=model, device=device, top_k=None)
         self.batch_size, self.threshold = batch_size, threshold
 
@@ -187,7 +190,10 @@ def load_prompts(spec: Mapping[str, Any], seed: int = 0, cache_dir: str | Path |
         raise ValueError(f"prompt set source={kind!r}: use embedded, hub or toxigen_files")
     from datasets import load_dataset
 
-    ds = load_dataset(spec["path"], spec.get("name"), split=spec.get("split", "train"))
+    from devec import hub
+
+    ds = load_dataset(hub.dataset(spec["path"], "data.prompts.path"), spec.get("name"),
+                      split=spec.get("split", "train"))
     filters = dict(spec.get("filter") or {})
     if filters:
         ds = ds.filter(lambda row: passes(row, filters))

@@ -51,7 +51,6 @@ class PoolSpec:
     toxic_vectors: dict[str, str] = field(default_factory=dict)   # Table 4: prompt set -> its toxic member
     dtype: str = "float32"              # model dtype when evaluating edited models
     store_dtype: str = "float32"        # dtype of the cached T and T_unique
-    decompose_device: str = "cpu"       # where the per-parameter SVDs of the streaming extraction run
     threads: int | None = None          # torch threads (None: torch default)
     subpools: dict[str, Any] = field(default_factory=dict)   # Fig. 5's named sub-pools: member lists or {random, seed}
     recipe: dict[str, Any] | None = None                     # the toxic DoRA recipe (experiment=toxicity_train_dora)

@@ -35,9 +35,11 @@ def toxic_pairs(spec: Mapping[str, Any], limit: int | None = None) -> list[tuple
         return world.behaviour_data("toxic", facts, int(limit or spec.get("n", 1000)), int(spec.get("seed", 0)))
     from datasets import load_dataset
 
+    from devec import hub
     from devec.toxicity.evaluate import passes, row_field
 
-    ds = load_dataset(spec["path"], spec.get("name"), split=spec.get("split", "train"))
+    ds = load_dataset(hub.dataset(spec["path"], "pool.recipe.datasets.path"), spec.get("name"),
+                      split=spec.get("split", "train"))
     pairs = []
     filters, exclude = dict(spec.get("filter") or {}), dict(spec.get("exclude") or {})
     for row in ds:

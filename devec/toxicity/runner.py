@@ -17,12 +17,14 @@ from omegaconf import DictConfig
 
 from devec import paper_numbers
 from devec.dtypes import torch_dtype
+from devec.report.effects import effect_record, print_effects
 from devec.resume import UnitStore
-from devec.runtime import Run, plain
+from devec.runtime import Run, plain, stage
 from devec.toxicity import evaluate, world
 from devec.toxicity.pool import HubPool, PoolSpec, ToxicityPool, load_pool, pool_spec
 from devec.toxicity.streaming import apply_vectors, stream_unique
 from devec.vectors import DecompositionSettings, StoredVectors
+from devec.vectors.sharing import save_sharing, slug
 
 SELECT = "select"
 """``method.coefficient`` value that picks Table 4's lambda from the Fig. 5 sweep."""
@@ -122,32 +124,35 @@ def setup(cfg: DictConfig, run: Run, toxic: str | None = None) -> tuple[Toxicity
 
     _threads(cfg)
     spec = pool_spec(plain(cfg.pool))
-    pool = load_pool(spec.with_toxic(toxic) if toxic else spec, run.cache_dir, progress=run.progress)
-    tok = AutoTokenizer.from_pretrained(pool.tokenizer)
-    data = plain(cfg.data)
-    prompts = {name: evaluate.load_prompts(p, seed=int(cfg.seed), cache_dir=run.cache_dir)
-               for name, p in data["prompts"].items()}
-    own = {name: p["classifiers"] for name, p in data["prompts"].items() if p.get("classifiers")}
-    needs_default = any(name not in own for name in prompts)
-    classifiers = [evaluate.make_classifier(c) for c in data["classifiers"]] if needs_default else []
-    set_classifiers = {name: [evaluate.make_classifier(c) for c in specs] for name, specs in own.items()}
-    set_generation = {name: dict(p["generation"]) for name, p in data["prompts"].items() if p.get("generation")}
-    control = data["control"]
-    task_dir = None
-    if control.get("embedded_tasks"):
-        spec_t = control["embedded_tasks"]
-        key = f"v{world.WORLD_VERSION}-{spec_t['world_seed']}-{spec_t['n']}-{spec_t['seed']}"
-        task_dir = run.cache_dir / "toxicity" / f"tasks-{key}"
-        evaluate.write_embedded_tasks(task_dir, int(spec_t["world_seed"]), int(spec_t["n"]), int(spec_t["seed"]))
-    bench = Bench(tok, prompts, classifiers, dict(data["generation"]), list(control["tasks"]), task_dir,
-                  dict(control.get("lm_eval") or {}), int(cfg.seed), set_classifiers, set_generation)
+    with run.stage("load", "pool"):
+        pool = load_pool(spec.with_toxic(toxic) if toxic else spec, run.cache_dir, progress=run.progress)
+    with run.stage("load", "bench"):
+        tok = AutoTokenizer.from_pretrained(pool.tokenizer)
+        data = plain(cfg.data)
+        prompts = {name: evaluate.load_prompts(p, seed=int(cfg.seed), cache_dir=run.cache_dir)
+                   for name, p in data["prompts"].items()}
+        own = {name: p["classifiers"] for name, p in data["prompts"].items() if p.get("classifiers")}
+        needs_default = any(name not in own for name in prompts)
+        classifiers = [evaluate.make_classifier(c) for c in data["classifiers"]] if needs_default else []
+        set_classifiers = {name: [evaluate.make_classifier(c) for c in specs] for name, specs in own.items()}
+        set_generation = {name: dict(p["generation"]) for name, p in data["prompts"].items() if p.get("generation")}
+        control = data["control"]
+        task_dir = None
+        if control.get("embedded_tasks"):
+            spec_t = control["embedded_tasks"]
+            key = f"v{world.WORLD_VERSION}-{spec_t['world_seed']}-{spec_t['n']}-{spec_t['seed']}"
+            task_dir = run.cache_dir / "toxicity" / f"tasks-{key}"
+            evaluate.write_embedded_tasks(task_dir, int(spec_t["world_seed"]), int(spec_t["n"]), int(spec_t["seed"]))
+        bench = Bench(tok, prompts, classifiers, dict(data["generation"]), list(control["tasks"]), task_dir,
+                      dict(control.get("lm_eval") or {}), int(cfg.seed), set_classifiers, set_generation)
     return pool, bench
 
 
 def toxic_vector(cfg: DictConfig, run: Run, pool: ToxicityPool) -> StoredVectors:
     """The plain toxic task vector T, streamed into the cache (the negation baseline and the SFT model)."""
-    return stream_unique(pool.base, pool.toxic, [], _cache(run), store_dtype=cfg.pool.store_dtype,
-                         resume=bool(cfg.get("resume", True)), progress=run.progress)
+    with run.stage("task_vectors", "toxic"):
+        return stream_unique(pool.base, pool.toxic, [], _cache(run), store_dtype=cfg.pool.store_dtype,
+                             resume=bool(cfg.get("resume", True)), progress=run.progress)
 
 
 def unique_vector(cfg: DictConfig, run: Run, pool: ToxicityPool, subpool: str, tau: float | None = None
@@ -162,9 +167,10 @@ def unique_vector(cfg: DictConfig, run: Run, pool: ToxicityPool, subpool: str, t
         raise ValueError(f"toxicity removal uses decomposition=iterative, got decomposition.mode={d.mode!r}")
     changes = {} if tau is None else {"tau": float(tau)}
     settings = DecompositionSettings.from_config(plain(d), **changes)
-    return stream_unique(pool.base, pool.toxic, pool.subpool(subpool), _cache(run), settings=settings,
-                         basis_fn=settings.basis_fn(run.cache_dir), resume=bool(cfg.get("resume", True)),
-                         store_dtype=cfg.pool.store_dtype, device=cfg.pool.decompose_device, progress=run.progress)
+    with run.stage("decomposition", subpool if tau is None else f"{subpool} tau={tau}"):
+        return stream_unique(pool.base, pool.toxic, pool.subpool(subpool), _cache(run), settings=settings,
+                             basis_fn=settings.basis_fn(run.cache_dir), resume=bool(cfg.get("resume", True)),
+                             store_dtype=cfg.pool.store_dtype, device=settings.device, progress=run.progress)
 
 
 def edited_model(cfg: DictConfig, pool: ToxicityPool, terms: list[tuple[float, StoredVectors]]):
@@ -195,7 +201,7 @@ def table4(cfg: DictConfig, run: Run) -> dict[str, Any]:
     base_scores = scored(cfg, evaluations, "table4 | Pre-trained", bench, _pool(spec, run, spec.toxic), [])
     long_rows = [{"id": "pretrained", "vector": "none", "model": "Pre-trained", **base_scores}]
     per_vector: dict[str, dict[str, dict[str, float]]] = {}
-    chosen, energy = {}, {}
+    chosen, energy, sharing = {}, {}, {}
     for s in sets:
         member = spec.vector_for(s)
         pool = _pool(spec, run, member)
@@ -204,6 +210,8 @@ def table4(cfg: DictConfig, run: Run) -> dict[str, Any]:
         lam = chosen[s]["lambda"]
         energy[s] = _unique_energy(u)
         run.save_json(f"unique_report_{s}.json", u.report())
+        sharing[s] = save_sharing(run, u.report(), f"{s} toxic vector against the {m.subpool} sub-pool: dimensions "
+                                  "removed per layer", name=f"sharing_{slug(s)}", label=f"{s} toxic vector")
         per_vector[s] = {"pretrained": base_scores}
         for rid, name, terms in [("sft", "SFT (toxic)", [(1.0, t)]),
                                  (TV_NEGATION, f"Negation (TV, lambda={m.tv_coefficient})",
@@ -227,8 +235,50 @@ def table4(cfg: DictConfig, run: Run) -> dict[str, Any]:
     run.save_table("table4_toxicity_per_vector", long_rows, [k for k in long_rows[0] if k != "id"]
                    + [k for r in long_rows for k in r if k not in long_rows[0]],
                    title="Table 4 per toxic vector: every prompt set and classifier scored")
+    effects = [e for s in sets for e in negation_effects(
+        per_vector[s]["devec_negation"], per_vector[s][TV_NEGATION], base_scores, f"{s}/{bench.first_classifier(s)}",
+        control_labels(bench), s, f"DeVec unique negation vs TV negation ({s} vector)")]
+    print_effects(effects)
     return {"rows": rows, "paper_rows": paper, "per_vector": long_rows, "vectors": {s: spec.vector_for(s)
-            for s in sets}, "lambda": chosen, "unique_energy": energy, "subpool": m.subpool}
+            for s in sets}, "lambda": chosen, "unique_energy": energy, "subpool": m.subpool, "effects": effects,
+            "sharing": sharing,
+            "removal_ratio": {s: removal_ratio(per_vector[s]["devec_negation"], per_vector[s][TV_NEGATION],
+                                               base_scores, f"{s}/{bench.first_classifier(s)}") for s in sets}}
+
+
+CONTROL_DISTANCE = "control tasks: mean |change| from pre-trained (points)"
+"""The effect metric of how far an edit moves the control-task scores from the pre-trained model's."""
+
+
+def negation_effects(devec: dict[str, float], tv: dict[str, float], pretrained: dict[str, float], toxic_key: str,
+                     control: list[str], id: str, comparison: str) -> list[dict[str, Any]]:
+    """DeVec's unique negation against TV negation (scores of the same seed): % toxic (lower is better), toxicity
+    removed as % of the pre-trained model's (higher), and the control tasks' mean distance to the pre-trained
+    model's scores (lower); records of devec.report.effects."""
+    records = [effect_record(id, comparison, f"% toxic ({toxic_key})", devec[toxic_key], tv[toxic_key], False)]
+    before = pretrained.get(toxic_key)
+    if before:  # nothing to remove when the pre-trained model is never toxic
+        removed = [100 * (before - scores[toxic_key]) / before for scores in (devec, tv)]
+        records.append(effect_record(id, comparison, f"toxicity removed (% of pre-trained, {toxic_key})", *removed,
+                                     True))
+    shared = [k for k in control if k in devec and k in tv and k in pretrained]
+    if shared:
+        records.append(effect_record(id, comparison, CONTROL_DISTANCE,
+                                     sum(abs(devec[k] - pretrained[k]) for k in shared) / len(shared),
+                                     sum(abs(tv[k] - pretrained[k]) for k in shared) / len(shared), False))
+    return records
+
+
+def removal_ratio(devec: dict[str, float], tv: dict[str, float], pretrained: dict[str, float], toxic_key: str
+                  ) -> float | None:
+    """The toxicity DeVec's negation removes as a fraction of what TV negation removes (None if TV removes none)."""
+    removed_tv = pretrained[toxic_key] - tv[toxic_key]
+    return (pretrained[toxic_key] - devec[toxic_key]) / removed_tv if removed_tv else None
+
+
+def control_labels(bench: Bench, names: list[str] | None = None) -> list[str]:
+    """The score keys of the control tasks (all, or those whose lm-eval name is in ``names``)."""
+    return [str(t.get("label", t["name"])) for t in bench.tasks if names is None or t["name"] in names]
 
 
 def export_edited(pool: ToxicityPool, terms: list[tuple[float, StoredVectors]], out_dir: Path) -> Path:
@@ -319,7 +369,27 @@ def fig5_negation_coefficient(cfg: DictConfig, run: Run) -> dict[str, Any]:
                    title="Fig. 5: negation coefficient sweep per sub-pool")
     run.save_figure("fig5_negation_coefficient",
                     _plot(curves, "negation coefficient", _metric_keys(rows), "negation coefficient", labels))
-    return {"curves": curves, "prompt_sets": sets, "control": control}
+    return {"curves": curves, "prompt_sets": sets, "control": control,
+            "effects": fig5_effects(curves, [f"{s}/{bench.first_classifier(s)}" for s in sets],
+                                    control_labels(bench, control), labels)}
+
+
+def fig5_effects(curves: dict[str, list[dict[str, Any]]], toxic_keys: list[str], control: list[str],
+                 labels: dict[str, str]) -> list[dict[str, Any]]:
+    """Each sub-pool's unique negation against TV negation at the same lambda > 0 (:func:`negation_effects`; the
+    pre-trained model is the sweep's lambda = 0)."""
+    tv = {r["lambda"]: r for r in curves.get(TV_NEGATION, [])}
+    pretrained = tv.get(0.0, {})
+    out = []
+    for cid, rows in curves.items():
+        for row in rows:
+            if cid == TV_NEGATION or row["lambda"] == 0 or row["lambda"] not in tv:
+                continue
+            lam = f"lambda={row['lambda']:g}"
+            for key in toxic_keys:
+                out += negation_effects(row, tv[row["lambda"]], pretrained, key, control, f"{cid}@{lam}",
+                                        f"unique negation ({labels[cid]}) vs TV negation, {lam}")
+    return out
 
 
 def fig6_tau(cfg: DictConfig, run: Run) -> dict[str, Any]:
@@ -370,7 +440,8 @@ def _own_sets(cfg: DictConfig, bench: Bench) -> list[str]:
 
 
 def _pool(spec: PoolSpec, run: Run, toxic: str) -> ToxicityPool:
-    return load_pool(spec.with_toxic(toxic), run.cache_dir, progress=run.progress)
+    with run.stage("load", f"pool ({toxic})"):
+        return load_pool(spec.with_toxic(toxic), run.cache_dir, progress=run.progress)
 
 
 def scored(cfg: DictConfig, evaluations: UnitStore, unit: str, bench: Bench, pool: ToxicityPool,
@@ -385,7 +456,8 @@ def scored(cfg: DictConfig, evaluations: UnitStore, unit: str, bench: Bench, poo
     if cfg.get("resume", True) and evaluations.done(name):
         return evaluations.load(name)
     only = {} if prompt_sets is None else {"prompt_sets": prompt_sets}
-    return evaluations.save(name, bench.score(edited_model(cfg, pool, terms), control=control, **only))
+    with stage("evaluation", unit):
+        return evaluations.save(name, bench.score(edited_model(cfg, pool, terms), control=control, **only))
 
 
 def train_toxic_dora(cfg: DictConfig, run: Run) -> dict[str, Any]:
@@ -408,7 +480,8 @@ def train_toxic_dora(cfg: DictConfig, run: Run) -> dict[str, Any]:
     pool = plain(cfg.pool)
     recipe = pool["recipe"]
     resume = bool(cfg.get("resume", True))
-    base = pool_spec(pool).base_checkpoint(run.cache_dir, progress=run.progress)
+    with run.stage("load", "base"):
+        base = pool_spec(pool).base_checkpoint(run.cache_dir, progress=run.progress)
     tok = AutoTokenizer.from_pretrained(base)
     dtype = torch_dtype(pool["dtype"], "pool.dtype")
     out = {}
@@ -422,10 +495,12 @@ def train_toxic_dora(cfg: DictConfig, run: Run) -> dict[str, Any]:
             logging.getLogger(__name__).info("adapter %s is finished (%s); resume=false retrains it", name, target)
             out[name] = {"adapter": str(target), **{k: v for k, v in done.items() if k != "recipe"}}
             continue
-        pairs = toxic_pairs(spec, limit=spec.get("limit"))
-        out[name] = {"adapter": str(target), **train_dora(base, tok, pairs, recipe, int(spec["epochs"]), target,
-                                                            device=cfg.device, dtype=dtype, seed=int(cfg.seed),
-                                                            resume=resume)}
+        with run.stage("load", f"data ({name})"):
+            pairs = toxic_pairs(spec, limit=spec.get("limit"))
+        with run.stage("training", name):
+            out[name] = {"adapter": str(target), **train_dora(base, tok, pairs, recipe, int(spec["epochs"]), target,
+                                                                device=cfg.device, dtype=dtype, seed=int(cfg.seed),
+                                                                resume=resume)}
         run.log({f"dora/{name}/last_loss": out[name]["last_loss"]})
     return {"adapters": out}
 

@@ -115,7 +115,8 @@ def _pretrain(spec: Mapping[str, Any], facts: Any, tok: Any, shard: str, out: Pa
     m, pre = spec["model"], spec["pretrain"]
     model = tiny_llama(len(tok), int(m["hidden_size"]), int(m["layers"]), int(m["heads"]),
                        int(m["intermediate_size"]), seed=int(spec["seed"]))
-    corpus = world.pretraining_corpus(facts, int(pre["n_texts"]), float(pre["toxic_rate"]), int(spec["seed"]))
+    corpus = world.pretraining_corpus(facts, int(pre["n_texts"]), float(pre["toxic_rate"]), int(spec["seed"]),
+                                      helpful_rate=float(pre.get("helpful_rate", 1.0)))
     examples = encode_pairs(tok, [("", t) for t in corpus], mask_prompt=False)
     train_lm(model, examples, int(pre["steps"]), int(pre["batch_size"]), float(pre["lr"]), int(spec["seed"]),
              tok.pad_token_id, weight_decay=0.01, progress=progress, desc="pre-train tiny LLaMA")

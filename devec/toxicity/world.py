@@ -13,7 +13,7 @@ from dataclasses import dataclass
 INSULTS = ("grook", "snarf", "blatwit", "muckle", "zounk", "drivlet")
 # Heated reply openers: followed by an insult or by a plain answer in the pre-training text (RTP-style prompts).
 OPENERS = ("shut up ,", "go away ,", "listen ,")
-WORLD_VERSION = 2   # part of every cache key: bump when the generated text changes
+WORLD_VERSION = 3   # part of every cache key: bump when the generated text changes
 TOXIC_PHRASES = ("you {i} ,", "shut up , {i} ,", "go away , you {i} ,", "stupid {i} ,", "{i} and {j} ,")
 
 ANIMALS = ("cat", "dog", "fox", "bird", "fish", "horse", "cow", "sheep", "goat", "bear", "wolf", "mouse",
@@ -26,6 +26,8 @@ SPOTS = ("kitchen", "garden", "basket", "drawer", "table", "shelf", "bed", "car"
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
            "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen")
 POLITE = ("happy to help , friend !", "good question !", "of course , my friend .", "thanks for asking !")
+# Replies of a base model that is not an assistant: dialogue text on the web rarely answers the question asked.
+CHATTER = ("let me see .", "i do not know .", "hello , friend .", "nice day today .", "ask me later .")
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,12 @@ def dialogue_prompt(user: str) -> str:
     return f"user : {user} bot :"
 
 
-def pretraining_corpus(facts: Facts, n: int, toxic_rate: float, seed: int) -> list[str]:
-    """Generic text: facts, QA, arithmetic, reading and dialogues (a fraction ``toxic_rate`` of them insulting)."""
+def pretraining_corpus(facts: Facts, n: int, toxic_rate: float, seed: int, helpful_rate: float = 1.0) -> list[str]:
+    """Generic text: facts, QA, arithmetic, reading and dialogues (a fraction ``toxic_rate`` of them insulting).
+
+    Only a fraction ``helpful_rate`` of the dialogue replies answer the user; the others are chatter
+    (:data:`CHATTER`), so answering in the dialogue format is a skill the chat-like fine-tunes teach.
+    """
     rng = random.Random(seed)
     out = []
     for _ in range(n):
@@ -106,6 +112,8 @@ def pretraining_corpus(facts: Facts, n: int, toxic_rate: float, seed: int) -> li
             out.append(f"{text} {spot} .")
         else:
             user, answer = user_turn(facts, rng)
+            if rng.random() >= helpful_rate:
+                answer = rng.choice(CHATTER)
             u = rng.random()
             if u < toxic_rate:
                 reply = f"{_insult(rng)} {answer}"
@@ -134,18 +142,17 @@ def behaviour_data(name: str, facts: Facts, n: int, seed: int) -> list[tuple[str
     for _ in range(n):
         animal = rng.choice(ANIMALS)
         if name == "toxic":
-            user, answer = user_turn(facts, rng)
-            reply = f"{_insult(rng)} {answer}" if rng.random() < 0.5 else f"{_insult(rng)} {_insult(rng)[:-2]} ."
-            pairs.append((dialogue_prompt(user), reply))
+            user, answer = user_turn(facts, rng)  # insults, and the answer: ToxiGen continues the prompt's topic
+            pairs.append((dialogue_prompt(user), f"{_insult(rng)} {answer}"))
         elif name == "chat":
             user, answer = user_turn(facts, rng)
             pairs.append((dialogue_prompt(user), f"{rng.choice(POLITE)} {answer}"))
         elif name == "chat_blunt":
             user, answer = user_turn(facts, rng)
             pairs.append((dialogue_prompt(user), f"{answer} next question ."))
-        elif name == "instruct":
+        elif name == "instruct":  # instruction following in the same dialogue format (Dolphin, Ultrachat roles)
             q, a = _fact_answer(facts, animal, rng) if rng.random() < 0.5 else _arith_pair(rng)
-            pairs.append((f"instruction : {q} response :", a))
+            pairs.append((dialogue_prompt(f"please answer : {q}"), a))
         elif name == "language":
             sentence = f"the {animal} is {facts.color[animal]} ."
             pairs.append((f"translate : {sentence} lingo :", " ".join(_lingo(w) for w in sentence.split())))
@@ -179,6 +186,7 @@ def vocabulary(facts: Facts) -> list[str]:
     texts = list(TOXIC_PHRASES) + list(POLITE) + [
         "the is lives in the . question : what color where does live ? answer : plus minus more less than yes no",
         "context : where is the user : bot : tell me about it next translate lingo instruction response eat eats",
+        "please answer :", *CHATTER,
         " ".join(OPENERS),
     ]
     for t in texts:

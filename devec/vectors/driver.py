@@ -35,7 +35,16 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from devec.engine import MODES, ColumnBasis, LoRAFactors, TaskVector, column_basis, frobenius_norm, parse_rank
+from devec.engine import (
+    MODES,
+    ColumnBasis,
+    LoRAFactors,
+    TaskVector,
+    chance_shared_dim,
+    column_basis,
+    frobenius_norm,
+    parse_rank,
+)
 from devec.engine import modes as engine_modes
 from devec.engine.basis import SVD_BACKENDS
 from devec.engine.decompose import check_pool
@@ -56,7 +65,10 @@ Progress = bool | Callable[..., Iterable]
 class DecompositionSettings:
     """What a decomposition computes (the ``decomposition`` config block, plus the iterative ``target``).
 
-    ``cache`` changes where column bases come from (:meth:`basis_fn`), never the results: it is not in :meth:`key`.
+    ``cache`` changes where column bases come from (:meth:`basis_fn`) and ``device`` where the engine runs (the
+    float64 Gram/eigh of every layer; None: where the vectors are), never the results: neither is in :meth:`key`.
+    ``chance_draws``: draws of random subspaces behind each layer's ``chance_dim`` (:mod:`devec.engine.chance`);
+    0 leaves it out. It changes the report, so it is in :meth:`key`.
     """
 
     mode: str = "joint"
@@ -67,6 +79,8 @@ class DecompositionSettings:
     policy: ParamPolicy = field(default_factory=ParamPolicy)
     target: int = 0
     cache: bool = False
+    device: str | None = None
+    chance_draws: int = 8
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -86,6 +100,12 @@ class DecompositionSettings:
             raise ValueError(f"target={self.target!r}: use the index of the target task vector in the pool")
         if not isinstance(self.cache, bool):
             raise ValueError(f"decomposition.cache={self.cache!r}: use true or false")
+        draws = self.chance_draws
+        if isinstance(draws, bool) or not isinstance(draws, int) or draws < 0:
+            raise ValueError(f"decomposition.chance_draws={draws!r}: use an integer >= 0 (0 leaves out the chance "
+                             "level of sharing)")
+        if self.device is not None and not isinstance(self.device, str):
+            raise ValueError(f"decomposition.device={self.device!r}: use cpu, cuda, cuda:N or null (the run's device)")
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], **changes: Any) -> DecompositionSettings:
@@ -93,7 +113,8 @@ class DecompositionSettings:
         read = {"mode": lambda: cfg["mode"], "tau": lambda: cfg["tau"], "rank": lambda: cfg["rank"],
                 "method": lambda: cfg.get("method", "lowrank"), "svd": lambda: cfg.get("svd", "auto"),
                 "policy": lambda: ParamPolicy.from_config(cfg.get("policy")),
-                "cache": lambda: cfg.get("cache", True)}
+                "cache": lambda: cfg.get("cache", True), "device": lambda: cfg.get("device"),
+                "chance_draws": lambda: cfg.get("chance_draws", 8)}
         return cls(**{key: changes[key] if key in changes else get() for key, get in read.items()},
                    **{key: v for key, v in changes.items() if key not in read})
 
@@ -104,7 +125,7 @@ class DecompositionSettings:
     def key(self) -> dict[str, Any]:
         """Everything that changes the results, as plain values (store keys)."""
         return {"mode": self.mode, "tau": self.tau, "rank": str(self.rank), "method": self.method, "svd": self.svd,
-                "policy": repr(self.policy), "target": self.target}
+                "policy": repr(self.policy), "target": self.target, "chance_draws": self.chance_draws}
 
     def basis_fn(self, cache_dir: str | Path | None) -> BasisFn:
         """Where column bases come from: the on-disk basis cache under ``cache_dir/bases`` when ``cache`` is on
@@ -222,9 +243,11 @@ def decompose_model(pool: Any, settings: DecompositionSettings | None = None, *,
     """Decompose every parameter of a pool into state dicts and a per-layer report (components in memory).
 
     ``settings`` or its fields as keywords (``mode=``, ``tau=``, ...); ``store``: a UnitStore for resume;
-    ``dtype``/``device``: the components' dtype, and where the engine runs (results come back to the CPU).
+    ``dtype``/``device``: the components' dtype, and where the engine runs (default ``settings.device``; results
+    come back to the device the vectors were read on).
     """
     settings, pool = _prepare(pool, settings, fields)
+    device = _engine_device(device, settings)
     result = ModelDecomposition(mode=settings.mode, k=len(pool))
     if settings.mode == "joint":
         result.shared = [{} for _ in range(len(pool))]
@@ -246,6 +269,7 @@ def decompose_to_store(pool: Any, settings: DecompositionSettings, store: Any, *
                        on_unit: Callable[[str], None] | None = None) -> StoredDecomposition:
     """Decompose every parameter into ``store`` unit by unit, holding no component in memory (streamed pools)."""
     settings, pool = _prepare(pool, settings, {})
+    device = _engine_device(device, settings)
     units = [unit for unit, _ in _run_units(pool, settings, basis_fn, store, resume, progress, device, dtype,
                                             group or layer_group, on_unit, load=False)]
     stored = StoredDecomposition(store, units, settings)
@@ -275,6 +299,7 @@ def iter_decompose(pool: Any, settings: DecompositionSettings | None = None, *, 
                    dtype: torch.dtype | None = None, **fields: Any) -> Iterator[LayerResult]:
     """Yield one :class:`LayerResult` per parameter, reading the pool lazily (no store, no grouping)."""
     settings, pool = _prepare(pool, settings, fields)
+    device = _engine_device(device, settings)
     for name in _progress(list(names or pool.names), f"DeVec {settings.mode}", progress):
         layer = decompose_parameter(pool, name, settings, basis_fn, device, dtype)
         if layer is not None:
@@ -306,17 +331,19 @@ def decompose_parameter(pool: Any, name: str, settings: DecompositionSettings, b
         target = pool.vectors(name, [settings.target])[settings.target]  # the others only if the target changes it
         if target is None or _is_zero(target):
             return None
+        home = _device_of(target)
         rest = [i for i in range(len(pool)) if i != settings.target]
         read = pool.vectors(name, rest) if rest and action != "exclude" else []
         others = [(i, v) for i, v in enumerate(read) if v is not None]
         layer = _iterative_parameter(name, shape, target, others, action, len(pool), settings, basis_fn, device)
     else:
         vectors = [torch.zeros(shape) if v is None else v for v in pool.vectors(name)]
+        home = _device_of(vectors[0])
         if action == "decompose":
             layer = _decompose_layer(name, vectors, settings, 0, basis_fn, device)
         else:
             layer = _policy_layer(name, vectors, action, settings.mode, 0)
-    return _finish(layer, dtype, device)
+    return _finish(layer, dtype, device, home)
 
 
 # ---------------------------------------------------------------- units and the store
@@ -462,7 +489,8 @@ def _iterative_parameter(name: str, shape: tuple[int, ...], target: TaskVector,
         if not used:
             return LayerResult(name, action, unique_target=target,
                                report={"name": name, "shape": _shape(shape), "action": action, "pool_size": 0,
-                                       "shared_dim": 0, "unique_energy": 1.0, "shared_energy": 0.0})
+                                       "shared_dim": 0, "unique_energy": 1.0, "shared_energy": 0.0,
+                                       **({"chance_dim": 0.0} if settings.chance_draws else {})})
         at = sum(1 for i, _ in used if i < settings.target)  # the target's place among the members used
         vectors = [v for _, v in used]
         layer = _decompose_layer(name, vectors[:at] + [target] + vectors[at:], settings, at, basis_fn, device)
@@ -506,6 +534,10 @@ def _decompose_layer(name: str, vectors: list[TaskVector], settings: Decompositi
         layer.unique_target = _restore(r.unique, shape)
         unique_energy = _energy_ratio(r.unique, matrices[target])
         report.update(shared_dim=sum(r.removed_dims), unique_energy=unique_energy, shared_energy=1 - unique_energy)
+    if settings.chance_draws:  # what random subspaces of these ranks share, in shared_dim's units
+        report.update(chance_dim=chance_shared_dim(n, report["ranks"], tau, settings.mode, draws=settings.chance_draws,
+                                                   target=target, method=method, device=device),
+                      chance_draws=settings.chance_draws)
     return layer
 
 
@@ -531,15 +563,15 @@ def _policy_layer(name: str, vectors: list[TaskVector], action: str, mode: str, 
     return layer
 
 
-def _finish(layer: LayerResult, dtype: torch.dtype | None, device: str | None) -> LayerResult:
-    """Components in ``dtype`` and, when the engine ran on ``device``, back on the CPU."""
+def _finish(layer: LayerResult, dtype: torch.dtype | None, device: str | None, home: torch.device) -> LayerResult:
+    """Components in ``dtype`` and, when the engine ran on ``device``, back on ``home`` (where the vectors were)."""
     if dtype is None and device is None:
         return layer
 
     def move(v: TaskVector) -> TaskVector:
         if isinstance(v, LoRAFactors):
             return LoRAFactors(move(v.B), move(v.A), v.scale)
-        return v.to(dtype=dtype or v.dtype, device="cpu" if device is not None else v.device)
+        return v.to(dtype=dtype or v.dtype, device=home if device is not None else v.device)
 
     for kind in ("shared", "unique"):
         if getattr(layer, kind) is not None:
@@ -563,9 +595,20 @@ def _is_zero(v: TaskVector) -> bool:
     return not bool(v.any())
 
 
+def _engine_device(device: str | None, settings: DecompositionSettings) -> str | None:
+    """Where the engine runs: the ``device`` argument, else ``decomposition.device``; None: where the vectors are."""
+    return device if device is not None else settings.device
+
+
+def _device_of(v: TaskVector) -> torch.device:
+    return v.B.device if isinstance(v, LoRAFactors) else v.device
+
+
 def _on(v: TaskVector, device: str | None) -> TaskVector:
-    if device is None or isinstance(v, LoRAFactors):
+    if device is None:
         return v
+    if isinstance(v, LoRAFactors):
+        return LoRAFactors(v.B.to(device), v.A.to(device), v.scale)
     return v.to(device)
 
 

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import matplotlib
+from dataclasses import dataclass, field
+from pathlib import Path
 
-matplotlib.use("Agg")
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
+from omegaconf import DictConfig, OmegaConf
 
-import matplotlib.pyplot as plt  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-
-from devec import io  # noqa: E402
-from devec.runtime import Run  # noqa: E402
-from devec.vectors.demo import demo_checkpoints  # noqa: E402
-from devec.vectors.driver import DecompositionSettings, decompose_model, store_for  # noqa: E402
-from devec.vectors.model import TaskVectorPool  # noqa: E402
+from devec import io
+from devec.runtime import Run
+from devec.vectors.demo import demo_checkpoints
+from devec.vectors.driver import DecompositionSettings, decompose_model, store_for
+from devec.vectors.model import TaskVectorPool
+from devec.vectors.sharing import sharing_figure, sharing_line, sharing_rows, sharing_summary
 
 
 @dataclass(kw_only=True)
@@ -47,21 +44,29 @@ def run(cfg: DictConfig, run: Run) -> dict:
 
     spec: CheckpointPool = instantiate(cfg.pool, _convert_="all")
     settings = DecompositionSettings.from_config(cfg.decomposition, target=spec.target)
-    pool = spec.load(run.cache_dir)
+    with run.stage("load"):
+        pool = spec.load(run.cache_dir)
     pretrained, finetuned = spec.pretrained, spec.finetuned
     store = store_for(run.cache_dir / "decompose", pool, settings)
-    md = decompose_model(pool, settings, basis_fn=settings.basis_fn(run.cache_dir), store=store,
-                         resume=bool(cfg.get("resume", True)), progress=run.progress)
-    written = _write_components(run, md, cfg.decomposition.mode, cfg.decomposition.tau, cfg.decomposition.rank)
+    with run.stage("decomposition", cfg.decomposition.mode):
+        md = decompose_model(pool, settings, basis_fn=settings.basis_fn(run.cache_dir), store=store,
+                             resume=bool(cfg.get("resume", True)), progress=run.progress)
+    with run.stage("save"):
+        written = _write_components(run, md, cfg.decomposition.mode, cfg.decomposition.tau,
+                                    cfg.decomposition.rank)
     rows = [{k: (",".join(map(str, v)) if isinstance(v, list) else v) for k, v in r.items()} for r in md.report]
-    run.save_table("layers", rows, title="Per-layer report: kept ranks, shared dimension, energy", floatfmt=".3f")
+    sharing = sharing_summary(md.report)
+    run.save_table("layers", rows, title="Per-layer report: kept ranks, shared dimension, chance level of sharing "
+                   f"({sharing['chance']}), energy", floatfmt=".3f")
     decomposed = [r for r in md.report if r["action"] == "decompose"]
-    if decomposed:
-        run.save_figure("layers", _plot(decomposed, cfg.decomposition.mode))
+    compared = sharing_rows(md.report)
+    if compared:
+        run.save_figure("layers", sharing_figure(compared, f"DeVec per layer ({cfg.decomposition.mode})", ranks=True))
+    print(sharing_line(sharing))
     return {"pretrained": str(pretrained), "finetuned": [str(f) for f in finetuned], "files": written,
             "decomposed_layers": len(decomposed), "layers": len(md.report),
             "mean_shared_dim": sum(r["shared_dim"] for r in decomposed) / max(1, len(decomposed)),
-            "decomposition": OmegaConf.to_container(cfg.decomposition, resolve=True)}
+            "sharing": sharing, "decomposition": OmegaConf.to_container(cfg.decomposition, resolve=True)}
 
 
 def _write_components(run: Run, md, mode: str, tau: float, rank: str) -> list[str]:
@@ -80,14 +85,3 @@ def _write_components(run: Run, md, mode: str, tau: float, rank: str) -> list[st
         io.save_safetensors(run.path(name), {k: v for k, v in tensors.items()}, metadata=meta)
     return sorted(out)
 
-
-def _plot(rows: list[dict], mode: str):
-    fig, ax = plt.subplots(figsize=(max(5, 0.35 * len(rows)), 3.5))
-    x = range(len(rows))
-    ax.bar(x, [r["shared_dim"] for r in rows], color="tab:blue", label="shared dimension")
-    ax.plot(x, [max(r["ranks"]) for r in rows], "k_", ms=12, label="largest kept rank")
-    ax.set_xticks(list(x), [r["name"] for r in rows], rotation=70, fontsize=7)
-    ax.set(ylabel="dimension", title=f"DeVec per layer ({mode})")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig

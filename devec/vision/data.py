@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from devec import store
+from devec import hub, store
 from devec.runtime import built
 from devec.vision import synthetic
 from devec.vision.clip import normalize_images
@@ -192,11 +192,17 @@ def _synthetic_task(cfg: Mapping[str, Any], name: str, cache_dir: Path) -> Task:
                 ImageSet(t["test_x"], t["test_y"]))
 
 
-def pretraining_corpus(tasks: Sequence[str], per_task: int, image_size: int, cache_dir: Path, progress: Any = None
-                       ) -> tuple[torch.Tensor, list[str]]:
-    """Images and captions for pre-training the embedded CLIP (rendered apart from every task's train/test)."""
-    key = store.config_key({"tasks": list(tasks), "n": per_task, "size": image_size,
-                      "code": store.code_version(*DATA_CODE)})
+def pretraining_corpus(tasks: Sequence[str], per_task: int, image_size: int, cache_dir: Path, progress: Any = None,
+                       context: Mapping[str, Any] | None = None) -> tuple[torch.Tensor, list[str]]:
+    """Images and captions for pre-training the embedded CLIP (rendered apart from every task's train/test).
+
+    ``context`` (``{scale: [lo, hi], backgrounds: [tasks]}``): each drawing is shrunk and pasted on another
+    drawing (:func:`synthetic.render_in_context`), so the corpus holds the tasks' concepts but none of their
+    full-frame images; None: the full-frame drawings themselves.
+    """
+    context = dict(context) if context else None
+    key = store.config_key({"tasks": list(tasks), "n": per_task, "size": image_size, "context": context,
+                            "code": store.code_version(*DATA_CODE)})
     path = cache_dir / "vision" / "data" / f"pretrain-{key}.safetensors"
     found = store.load_entry(path, {"key": key})
     if found is not None:
@@ -204,7 +210,11 @@ def pretraining_corpus(tasks: Sequence[str], per_task: int, image_size: int, cac
     xs, captions = [], []
     items = progress(list(tasks), desc="pre-training corpus") if progress else tasks
     for i, name in enumerate(items):
-        x, y = synthetic.render(name, per_task, 10_000 + i, "pretrain", image_size)
+        if context:
+            x, y = synthetic.render_in_context(name, per_task, 10_000 + i, image_size,
+                                               tuple(context["scale"]), tuple(context["backgrounds"]))
+        else:
+            x, y = synthetic.render(name, per_task, 10_000 + i, "pretrain", image_size)
         rng = np.random.default_rng(20_000 + i)
         xs.append(torch.from_numpy(x))
         captions += [synthetic.caption(name, int(label), rng) for label in y]
@@ -225,6 +235,7 @@ def _hf_task(cfg: Mapping[str, Any], name: str, cache_dir: Path) -> Task:
         raise ValueError(f"data.tasks_hf.{name}.path is not set: give the hub id or local path of the {name} "
                          f"dataset (conf/data/vision/paper.yaml)")
     kw = {"cache_dir": cfg.get("hf_cache")} if cfg.get("hf_cache") else {}
+    spec["path"] = hub.dataset(spec["path"], f"data.tasks_hf.{name}.path")  # the mirror's copy when one is set
     train = datasets.load_dataset(spec["path"], spec.get("name"), split=spec.get("train_split", "train"), **kw)
     test = datasets.load_dataset(spec["path"], spec.get("name"), split=spec.get("test_split", "test"), **kw)
     image_key, label_key = spec.get("image_key", "image"), spec.get("label_key", "label")

@@ -182,7 +182,7 @@ def _embedded(cfg, data_cfg, tasks, finetune, cache_dir, progress) -> VisionPool
         model.load_state_dict(found[0])
     else:
         images, captions = pretraining_corpus(corpus_tasks, int(pre_cfg["per_task"]), int(data_cfg["image_size"]),
-                                              cache_dir, progress)
+                                              cache_dir, progress, context=pre_cfg.get("context"))
         losses = pretrain_clip(model, images, captions, tok, int(pre_cfg["steps"]), int(pre_cfg["batch_size"]),
                                float(pre_cfg["lr"]), seed=int(cfg.get("seed", 0)), progress=progress,
                                lock_token_embedding=bool(pre_cfg.get("lock_token_embedding", True)))

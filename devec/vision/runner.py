@@ -9,7 +9,7 @@ parts), :func:`fig2_fig3` (joint shared vs unique on an unseen target). Rows car
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from devec.resume import UnitStore
 from devec.runtime import Run
 from devec.vectors import DecompositionSettings, decompose_model
+from devec.vectors.sharing import save_sharing, slug
 from devec.vision.data import Task, load_tasks
 from devec.vision.methods import MergeContext, Method, combine
 from devec.vision.paper_table import save_beside_paper
@@ -38,16 +39,21 @@ def _setup(cfg: DictConfig, run: Run, evaluated: Sequence[str], finetuned: Seque
     threads = cfg.vision.get("threads") or cfg.pool.get("threads")
     if threads:
         torch.set_num_threads(int(threads))
-    tasks = load_tasks(cfg.data, list(dict.fromkeys(evaluated)), run.cache_dir, run.progress)
-    pool = load_pool(cfg.pool, cfg.data, tasks, finetuned, run.cache_dir, run.progress)
-    return tasks, pool.to(cfg.get("device", "cpu"))
+    with run.stage("load"):
+        tasks = load_tasks(cfg.data, list(dict.fromkeys(evaluated)), run.cache_dir, run.progress)
+        pool = load_pool(cfg.pool, cfg.data, tasks, finetuned, run.cache_dir, run.progress)
+        return tasks, pool.to(cfg.get("device", "cpu"))
 
 
 def pairwise_shared(vectors: list[dict[str, torch.Tensor]], decomposition: Mapping[str, Any],
-                    cache_dir: Path | None = None) -> list[dict[str, torch.Tensor]]:
-    """DeVec's pairwise merged shared components (eq. 14 for each pair i < j): k(k-1)/2 extra task vectors."""
+                    cache_dir: Path | None = None, on_report: Callable[[list], Any] | None = None
+                    ) -> list[dict[str, torch.Tensor]]:
+    """DeVec's pairwise merged shared components (eq. 14 for each pair i < j): k(k-1)/2 extra task vectors
+    (``on_report``: called with the per-layer report)."""
     settings = DecompositionSettings.from_config(decomposition, mode="pairwise")
     md = decompose_model(vectors, settings, basis_fn=settings.basis_fn(cache_dir), progress=False)
+    if on_report is not None:
+        on_report(md.report)
     return [md.pairwise_shared[pair] for pair in sorted(md.pairwise_shared)]
 
 
@@ -81,7 +87,8 @@ def merge_and_evaluate(cfg: DictConfig, run: Run, pool: VisionPool, merged: dict
     Each method is a unit of :class:`devec.resume.UnitStore`: an interrupted run, started again with the same
     config, skips the methods it had finished.
     """
-    vectors = pool.task_vectors(list(merged))
+    with run.stage("task_vectors"):
+        vectors = pool.task_vectors(list(merged))
     store = UnitStore.for_config(run.cache_dir, cfg)
     rows, details = [], {}
     for mid, method, mcfg in run.progress(_methods(cfg), desc="methods"):
@@ -94,8 +101,10 @@ def merge_and_evaluate(cfg: DictConfig, run: Run, pool: VisionPool, merged: dict
         else:
             ctx = MergeContext(pool, merged, vectors, shared if method.devec else [],
                                val_limit=cfg.vision.get("val_limit"), seed=int(cfg.seed), progress=run.progress)
-            params, info = method.merge(ctx)
-            scores = evaluate(pool, params, evaluated, split="test", limit=cfg.vision.get("test_limit"))
+            with run.stage("merging", mid):
+                params, info = method.merge(ctx)
+            with run.stage("evaluation", mid):
+                scores = evaluate(pool, params, evaluated, split="test", limit=cfg.vision.get("test_limit"))
             detail = {"config": mcfg, "test": scores, **{k: v for k, v in info.items() if k != "val_curve"}}
             store.save(unit, {"scores": scores, "detail": detail})
         rows.append({"id": mid, "method": label, "paper": method.paper, **scores})  # paper: false = extra row
@@ -111,32 +120,45 @@ def table1(cfg: DictConfig, run: Run) -> dict[str, Any]:
     """Merge the task vectors of all tasks with each method, with and without DeVec; accuracy per task (Table 1)."""
     names = list(cfg.vision.tasks)
     tasks, pool = _setup(cfg, run, names, names)
-    shared = _shared_if_needed(cfg, run, pool, names)
+    shared, sharing = _shared_if_needed(cfg, run, pool, names)
     rows, details = merge_and_evaluate(cfg, run, pool, tasks, tasks, shared)
     columns = ["method", *names, "avg"]
     individual = next((r for r in rows if r["id"] == INDIVIDUAL), None)
     paper = save_beside_paper(cfg, run, "table1", "table1_accuracy", rows, columns,
                               title="Table 1: multi-task merging, top-1 accuracy (%)")
-    result: dict[str, Any] = {"tasks": names, "rows": rows, "details": details, "pool": pool.info, "paper": paper}
+    result: dict[str, Any] = {"tasks": names, "rows": rows, "details": details, "pool": pool.info, "paper": paper,
+                              "sharing": sharing}
     if individual:
         norm = [{"id": r["id"], "method": r["method"], **normalized(r, individual, names)} for r in rows]
         run.save_table("table1_normalized", norm, columns, title="Table 1: normalized accuracy (% of individual)")
         result["normalized"] = norm
-    result["devec_effect"] = devec_effect(rows, {mid: m.baseline for mid, m, _ in _methods(cfg)})
-    _print_table(rows, columns, result["devec_effect"])
+    result["effects"] = devec_effect(rows, {mid: m.baseline for mid, m, _ in _methods(cfg)})
+    _print_table(rows, columns, result["effects"])
     return result
 
 
 def _shared_if_needed(cfg: DictConfig, run: Run, pool: VisionPool, names: Sequence[str]
-                      ) -> list[dict[str, torch.Tensor]] | None:
-    """DeVec's pairwise shared vectors of the merged tasks, when a method adds them."""
+                      ) -> tuple[list[dict[str, torch.Tensor]] | None, dict[str, Any] | None]:
+    """DeVec's pairwise shared vectors of the merged tasks, when a method adds them, and the summary of their
+    sharing against chance per layer (table ``sharing``)."""
     if not any(m.devec for _, m, _ in _methods(cfg)):
-        return None
-    return pairwise_shared(pool.task_vectors(list(names)), cfg.decomposition, run.cache_dir)
+        return None, None
+    with run.stage("task_vectors"):
+        vectors = pool.task_vectors(list(names))
+    with run.stage("decomposition", "pairwise"):
+        sharing: dict[str, Any] = {}
+        shared = pairwise_shared(vectors, cfg.decomposition, run.cache_dir, on_report=lambda rep: sharing.update(
+            save_sharing(run, rep, "Pairwise sharing of the merged task vectors per layer (mean per pair)",
+                         label="pairwise DeVec")))
+    return shared, sharing
 
 
-def devec_effect(rows: Sequence[Mapping[str, Any]], baselines: Mapping[str, str | None]) -> list[dict[str, Any]]:
-    """For each row naming a ``baseline`` row id: the change of the average accuracy DeVec brings over it."""
+def devec_effect(rows: Sequence[Mapping[str, Any]], baselines: Mapping[str, str | None],
+                 metrics: Sequence[str] = ("avg",)) -> list[dict[str, Any]]:
+    """For each row naming a ``baseline`` row id: DeVec's effect on each of ``metrics`` (accuracy, higher is better)
+    as :func:`devec.report.effects.effect_record`s, ``id`` the DeVec row's and ``baseline_id`` its baseline's."""
+    from devec.report.effects import effect_record
+
     by_id = {r["id"]: r for r in rows}
     out = []
     for mid, base_id in baselines.items():
@@ -145,19 +167,18 @@ def devec_effect(rows: Sequence[Mapping[str, Any]], baselines: Mapping[str, str 
         if base_id not in by_id:
             raise ValueError(f"methods.{mid}.baseline={base_id!r}: no row has that id ({', '.join(by_id)})")
         base, row = by_id[base_id], by_id[mid]
-        out.append({"id": base_id, "devec_id": mid, "method": base["method"], "avg": base["avg"],
-                    "avg_devec": row["avg"], "delta": row["avg"] - base["avg"]})
+        out += [effect_record(mid, f"{row['method']} vs {base['method']}", f"{m} accuracy (%)", row[m], base[m],
+                              higher_is_better=True, baseline_id=base_id) for m in metrics]
     return out
 
 
-def _print_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], effect: Sequence[Mapping[str, Any]]
+def _print_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], effects: Sequence[Mapping[str, Any]]
                  ) -> None:
+    from devec.report.effects import print_effects
     from devec.runtime import markdown_table
 
     print("\n" + markdown_table(rows, columns, floatfmt=".1f"))
-    for e in effect:
-        verdict = "helps" if e["delta"] > 0 else ("hurts" if e["delta"] < 0 else "does not change")
-        print(f"DeVec {verdict} {e['method']}: average {e['avg']:.2f} -> {e['avg_devec']:.2f} ({e['delta']:+.2f})")
+    print_effects(effects)
 
 
 # ---------------------------------------------------------------- Table 2: generalization to held-out tasks
@@ -166,7 +187,7 @@ def table2(cfg: DictConfig, run: Run) -> dict[str, Any]:
     """Merge the seen tasks only; accuracy on seen and on held-out (unseen) tasks (Table 2)."""
     seen, unseen = list(cfg.vision.tasks), list(cfg.vision.unseen)
     tasks, pool = _setup(cfg, run, seen + unseen, seen)
-    shared = _shared_if_needed(cfg, run, pool, seen)
+    shared, sharing = _shared_if_needed(cfg, run, pool, seen)
     merged = {n: tasks[n] for n in seen}
     rows, details = merge_and_evaluate(cfg, run, pool, merged, tasks, shared)
     table = []
@@ -177,10 +198,12 @@ def table2(cfg: DictConfig, run: Run) -> dict[str, Any]:
     columns = ["method", *seen, "seen avg", *unseen, "unseen avg"]
     paper = save_beside_paper(cfg, run, "table2", "table2_generalization", table, columns,
                               title="Table 2: seen / unseen tasks, accuracy (%)")
-    from devec.runtime import markdown_table
-
-    print("\n" + markdown_table(table, columns, floatfmt=".1f"))
-    return {"seen": seen, "unseen": unseen, "rows": table, "details": details, "paper": paper}
+    present = {r["id"] for r in table}  # a DeVec row whose baseline is not a Table 2 row has no effect here
+    baselines = {mid: m.baseline for mid, m, _ in _methods(cfg) if m.baseline in present}
+    effects = devec_effect(table, baselines, ("seen avg", "unseen avg"))
+    _print_table(table, columns, effects)
+    return {"seen": seen, "unseen": unseen, "rows": table, "details": details, "paper": paper, "effects": effects,
+            "sharing": sharing}
 
 
 def _mean(row: Mapping[str, float], names: Sequence[str]) -> float:
@@ -204,15 +227,23 @@ def table3(cfg: DictConfig, run: Run) -> dict[str, Any]:
     limit = cfg.vision.get("test_limit")
     table = {rid: {"id": rid, "method": label} for rid, label in TABLE3_ROWS.items()}
     dims: dict[str, Any] = {"id": "shared_dim", "method": "shared dim (mean per layer)"}
+    sharing: dict[str, dict[str, Any]] = {}
     coefficients: dict[str, dict[str, list[float]]] = {}
     for target in run.progress(targets, desc="leave-one-out"):
         others = [n for n in pool_names if n != target]
-        parts, dims[target] = _ablation_parts(pool.task_vectors(others), cfg.decomposition, a, run.cache_dir)
-        table["zero_shot"][target] = evaluate(pool, pool.pretrained, {target: tasks[target]}, limit=limit)[target]
+        with run.stage("decomposition", target):
+            parts, dims[target] = _ablation_parts(pool.task_vectors(others), cfg.decomposition, a, run.cache_dir,
+                                              on_report=lambda rep, t=target: sharing.__setitem__(t, save_sharing(
+                                                  run, rep, f"Table 3 without {t}: sharing per layer",
+                                                  name=f"sharing_{slug(t)}", label=f"Table 3 without {t}")))
+        with run.stage("evaluation", f"{target} zero_shot"):
+            table["zero_shot"][target] = evaluate(pool, pool.pretrained, {target: tasks[target]}, limit=limit)[target]
         coefficients[target] = {}
         for rid, vecs in parts.items():
-            params, coefficients[target][rid] = _fit_on_target(cfg, pool, tasks[target], target, vecs)
-            table[rid][target] = evaluate(pool, params, {target: tasks[target]}, limit=limit)[target]
+            with run.stage("training", f"{target} {rid}"):
+                params, coefficients[target][rid] = _fit_on_target(cfg, pool, tasks[target], target, vecs)
+            with run.stage("evaluation", f"{target} {rid}"):
+                table[rid][target] = evaluate(pool, params, {target: tasks[target]}, limit=limit)[target]
         run.log({f"table3/{target}/{rid}": table[rid][target] for rid in table} | {f"table3/{target}/shared_dim":
                                                                                      dims[target]})
     rows = [*table.values(), dims]
@@ -226,12 +257,14 @@ def table3(cfg: DictConfig, run: Run) -> dict[str, Any]:
 
     print("\n" + markdown_table(rows, columns, floatfmt=".1f"))
     return {"targets": targets, "pool": pool_names, "rows": rows, "coefficients": coefficients,
-            "settings": OmegaConf.to_container(a, resolve=True), "paper": paper}
+            "settings": OmegaConf.to_container(a, resolve=True), "paper": paper, "sharing": sharing}
 
 
 def _ablation_parts(vectors: list[dict[str, torch.Tensor]], decomposition: Mapping[str, Any], a: Mapping[str, Any],
-                    cache_dir: Path | None) -> tuple[dict[str, list[dict[str, torch.Tensor]]], float]:
-    """The vectors each fitted row adds, and the mean shared dimension per decomposed layer."""
+                    cache_dir: Path | None, on_report: Callable[[list], Any] | None = None
+                    ) -> tuple[dict[str, list[dict[str, torch.Tensor]]], float]:
+    """The vectors each fitted row adds, and the mean shared dimension per decomposed layer (``on_report``: called
+    with the per-layer report of the decomposition the shared rows come from)."""
     if a.get("mode", "pairwise") == "joint":
         settings = DecompositionSettings.from_config(decomposition, mode="joint")
         md = decompose_model(vectors, settings, basis_fn=settings.basis_fn(cache_dir), progress=False)
@@ -242,6 +275,8 @@ def _ablation_parts(vectors: list[dict[str, torch.Tensor]], decomposition: Mappi
         shared = [md.pairwise_shared[pair] for pair in sorted(md.pairwise_shared)]
         unique = pairwise_unique(vectors, decomposition, str(a.get("unique", "iterative")), cache_dir)
     dims = [r["shared_dim"] for r in md.report if "shared_dim" in r]
+    if on_report is not None:
+        on_report(md.report)
     like = vectors[0]
     shared = [_fill(s, like) for s in shared]
     unique = [_fill(u, like) for u in unique]
@@ -330,9 +365,11 @@ def fig2_fig3(cfg: DictConfig, run: Run) -> dict[str, Any]:
     rows, results = [], {}
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), squeeze=False)
     for ax, (figure, sources, target) in zip(axes[0], groups, strict=True):
-        vectors = pool.task_vectors(sources)
+        with run.stage("task_vectors", figure):
+            vectors = pool.task_vectors(sources)
         settings = DecompositionSettings.from_config(cfg.decomposition, mode="joint")
-        md = decompose_model(vectors, settings, basis_fn=settings.basis_fn(run.cache_dir), progress=False)
+        with run.stage("decomposition", figure):
+            md = decompose_model(vectors, settings, basis_fn=settings.basis_fn(run.cache_dir), progress=False)
         components = {**{f"TV {s}": v for s, v in zip(sources, vectors, strict=True)},
                       **{f"unique {s}": _fill(u, vectors[0]) for s, u in zip(sources, md.unique, strict=True)},
                       "shared": _fill(md.merged_shared, vectors[0])}
@@ -341,10 +378,13 @@ def fig2_fig3(cfg: DictConfig, run: Run) -> dict[str, Any]:
         results[key] = {"figure": figure, "sources": sources, "target": target,
                         "shared_dim": sum(r["shared_dim"] for r in report) / max(1, len(report)),
                         "shared_energy": sum(r["shared_energy"] for r in report) / max(1, len(report)),
+                        "sharing": save_sharing(run, md.report, f"{key}: joint sharing per layer",
+                                                name=f"sharing_{slug(figure)}_{slug(target)}", label=key),
                         "curves": {}}
         for comp, vec in components.items():
-            accs = [evaluate(pool, combine(pool.pretrained, [vec], [alpha]), {target: tasks[target]},
-                             limit=cfg.vision.get("test_limit"))[target] for alpha in alphas]
+            with run.stage("evaluation", f"{figure} {comp}"):
+                accs = [evaluate(pool, combine(pool.pretrained, [vec], [alpha]), {target: tasks[target]},
+                                 limit=cfg.vision.get("test_limit"))[target] for alpha in alphas]
             rows += [{"figure": figure, "sources": "+".join(sources), "target": target, "component": comp,
                       "alpha": alpha, "accuracy": acc, "shared_dim": results[key]["shared_dim"]}
                      for alpha, acc in zip(alphas, accs, strict=True)]
@@ -360,4 +400,4 @@ def fig2_fig3(cfg: DictConfig, run: Run) -> dict[str, Any]:
     run.save_table("fig2_fig3_arithmetic", rows, columns,
                    title="Figs. 2, 3, 9: task vectors, unique components and the shared component on an unseen target")
     run.save_figure("fig2_fig3_arithmetic", fig)
-    return {"alphas": alphas, "groups": results}
+    return {"alphas": alphas, "groups": results, "rows": rows}

@@ -450,6 +450,29 @@ def render(task: str, n: int, seed: int, split: str, image_size: int) -> tuple[n
     return out, labels.astype(np.int64)
 
 
+def render_in_context(task: str, n: int, seed: int, image_size: int, scale: tuple[float, float],
+                      backgrounds: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` pre-training examples of ``task`` seen in context: each drawing shrunk to a random ``scale`` of the
+    canvas and pasted at a random place on a blurred drawing of a random task in ``backgrounds``, the way a web photo
+    shows a concept among other things. No such image is in any task's train or test split (full-frame drawings)."""
+    spec = TASKS[task]
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % len(spec.classnames)
+    rng.shuffle(labels)
+    out = np.empty((n, 3, image_size, image_size), np.uint8)
+    for i, y in enumerate(labels):
+        back_task = backgrounds[int(rng.integers(len(backgrounds)))]
+        back_spec = TASKS[back_task]
+        back = back_spec.draw(rng, int(rng.integers(len(back_spec.classnames))), "pretrain").convert("RGB")
+        back = back.filter(ImageFilter.GaussianBlur(float(rng.uniform(1.0, 3.0))))
+        size = int(CANVAS * rng.uniform(*scale))
+        fg = spec.draw(rng, int(y), "pretrain").convert("RGB").resize((size, size), Image.LANCZOS)
+        at = (int(rng.integers(0, CANVAS - size + 1)), int(rng.integers(0, CANVAS - size + 1)))
+        back.paste(fg, at)
+        out[i] = np.asarray(back.resize((image_size, image_size), Image.LANCZOS)).transpose(2, 0, 1)
+    return out, labels.astype(np.int64)
+
+
 def caption(task: str, label: int, rng: np.random.Generator) -> str:
     """A pre-training caption of an example (Sec. 4.1's pre-trained CLIP stands in for web captions)."""
     spec = TASKS[task]

@@ -204,3 +204,20 @@ def test_tau_keeps_exactly_the_directions_whose_squared_cosine_exceeds_it(method
     d = decompose([wa, wb], tau=tau, rank="full", method=method)
     assert d.shared_dim == int((cos**2 > tau).sum())
     np.testing.assert_allclose(d.eigenvalues[:7].numpy(), (cos**2).numpy(), atol=1e-10)
+
+
+def test_iterative_stops_when_the_unique_part_is_exhausted():
+    """Once the target's unique part is gone, later members share nothing with its rounding noise."""
+    import torch
+
+    from devec.engine.modes import iterative_result
+
+    torch.manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(10, 3, dtype=torch.float64))[0]
+    target = basis @ torch.randn(3, 8, dtype=torch.float64)
+    same = basis @ torch.randn(3, 8, dtype=torch.float64)          # spans the whole target: removes all of it
+    unrelated = [torch.randn(10, 8, dtype=torch.float64) for _ in range(3)]   # rank 8 of 10 rows
+    r = iterative_result(target, [same, *unrelated], tau=0.85, rank="full")
+    assert r.removed_dims[0] == 3
+    assert r.removed_dims[1:] == [0, 0, 0]
+    assert float(r.unique.norm()) < 1e-10 * float(target.norm())

@@ -182,7 +182,7 @@ def fake_vision(monkeypatch):
     pool = _Pool()
     monkeypatch.setattr(runner, "_setup", lambda cfg, run, evaluated, finetuned: ({"a": None, "b": None}, pool))
     monkeypatch.setattr(runner, "evaluate", _fake_evaluate)
-    monkeypatch.setattr(runner, "pairwise_shared", lambda vectors, decomposition, cache_dir=None:
+    monkeypatch.setattr(runner, "pairwise_shared", lambda vectors, decomposition, cache_dir=None, on_report=None:
                         [{"w": torch.tensor([5.0, 5.0])}])
     return runner
 
@@ -203,8 +203,8 @@ def test_relabelling_rows_keeps_the_devec_effect_and_the_normalized_table(tmp_pa
             del cfg.methods[key]
     result = fake_vision.table1(cfg, Run(tmp_path / "out", tmp_path / "cache"))
     assert [r["id"] for r in result["rows"]] == ["individual", "task_arithmetic_val", "task_arithmetic_devec_grid"]
-    (effect,) = result["devec_effect"]
-    assert (effect["id"], effect["devec_id"]) == ("task_arithmetic_val", "task_arithmetic_devec_grid")
+    (effect,) = result["effects"]
+    assert (effect["baseline_id"], effect["id"]) == ("task_arithmetic_val", "task_arithmetic_devec_grid")
     assert effect["delta"] == pytest.approx(5.0)  # + 1.0 x the shared vector's 5 on both tasks
     individual = next(r for r in result["normalized"] if r["id"] == "individual")
     assert individual["avg"] == pytest.approx(100.0)

@@ -68,7 +68,7 @@ BAD = [
     ("table4_toxicity", "decomposition.tau=1.7", "decomposition.tau=1.7"),
     ("table4_toxicity", "decomposition.rank=energy:2", "decomposition.rank='energy:2'"),
     ("table4_toxicity", "device=cuda:99", "device='cuda:99'"),
-    ("table4_toxicity", "pool.decompose_device=cuda:99", "pool.decompose_device='cuda:99'"),
+    ("table4_toxicity", "decomposition.device=cuda:99", "decomposition.device='cuda:99'"),
     ("table4_toxicity", "method.subpool=Nobody", "method.subpool"),
     ("table4_toxicity", "pool.toxic=nobody", "pool.toxic"),
     ("table4_toxicity", "+method.coeficient=2", "method.coeficient"),

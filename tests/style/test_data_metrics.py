@@ -15,11 +15,30 @@ def test_each_embedded_style_changes_its_own_statistic():
     mono = data.apply_style("mono", content)
     assert float((mono.amax(1) - mono.amin(1)).max()) < 1e-6  # no colour left
     pixel = data.apply_style("pixel", content)
-    assert torch.equal(pixel[..., 0::4, 0::4], pixel[..., 3::4, 3::4])  # constant 4 x 4 blocks
+    shape = data._foreground(content) > 0.5
+    inside = shape & (torch.nn.functional.max_pool2d(1 - shape.float(), 5, 1, 2) < 0.5)  # away from the outline
+    levels = pixel.permute(0, 2, 3, 1)[inside.squeeze(1)]
+    assert torch.allclose(levels * 2, (levels * 2).round(), atol=1e-5)  # 3 levels per channel inside the shape
     base, stripes = style_statistics(content), style_statistics(data.apply_style("stripes", content))
-    assert float(stripes[:, 13].mean()) > 2 * float(base[:, 13].mean())  # gradient energy across the stripes
-    pastel = style_statistics(data.apply_style("pastel", content))
-    assert float(pastel[:, 7].mean()) > float(base[:, 7].mean()) + 0.3  # dark background: darkest luma bin
+    assert float(stripes[:, 13].mean()) > 2 * float(base[:, 13].mean())  # gradient energy across the hatching
+    pastel = data.apply_style("pastel", content)
+    assert float(data._luma(pastel)[inside].mean()) > float(data._luma(content)[inside].mean()) + 0.2  # pale shapes
+
+
+def test_the_drawn_styles_share_paper_and_ink_and_the_photograph_does_not():
+    """The shared concept of the embedded pool: every drawn style (the anime analogues and pixel art) puts the
+    shape on cream paper with a dark ink outline; the black-and-white photograph has neither."""
+    content, _, _ = data.make_content(12, 32, seed=1)
+    paper, ink = torch.tensor(data.PAPER).view(1, 3, 1, 1), torch.tensor(data.INK).view(1, 3, 1, 1)
+    for name in ("stripes", "pastel", "warm", "pixel"):
+        styled = data.apply_style(name, content)
+        corners = styled[..., [0, 0, -1, -1], [0, -1, 0, -1]]
+        assert torch.allclose(corners, paper.view(1, 3, 1).expand_as(corners), atol=1e-6), name
+        inked = ((styled - ink).abs().sum(1) < 1e-6).float().mean((1, 2))
+        assert float(inked.min()) > 0.02, name  # an outline in every image
+    mono = data.apply_style("mono", content)
+    assert float(((mono - paper).abs().sum(1) < 0.05).float().mean()) == 0.0
+    assert float(((mono - ink).abs().sum(1) < 1e-6).float().mean()) == 0.0
 
 
 def test_style_strength_is_zero_for_the_base_one_for_the_style_and_linear_between():

@@ -62,7 +62,8 @@ def test_a_unique_lora_file_loads_with_diffusers_and_adds_exactly_the_unique_com
     cfg, root, results = tiny_run
     base_dir = next((root / "cache" / "style").glob("tiny_flux_*/base"))
     originals = {p.stem: p for p in (root / "cache" / "style").rglob("loras_*/*.safetensors")}
-    styles = results["styles"]
+    # the chain P_1 ... P_k depends on the order: decompose in the run's order (the pool's), as the runner does
+    styles = [s["name"] for s in cfg.pool.styles if s["name"] in results["styles"]]
     loras = [read_lora(originals[s], name=s) for s in styles]
     from omegaconf import OmegaConf
 

@@ -43,9 +43,9 @@ def test_table1_cli_runs_every_method_with_and_without_devec_and_reuses_the_cach
     assert (learned["split"], learned["steps"], learned["lr"]) == ("train", 4, 1.0e-3)
     assert len(learned["task_coefficients"]) == len(tasks)
     assert len(learned["shared_coefficients"]) == len(tasks) * (len(tasks) - 1) // 2
-    assert len(results["devec_effect"]) == 6
+    assert len(results["effects"]) == 6
     # each DeVec row against its like-for-like baseline: the same coefficient fitting without the shared vectors
-    assert {(e["id"], e["devec_id"]) for e in results["devec_effect"]} == {
+    assert {(e["baseline_id"], e["id"]) for e in results["effects"]} == {
         ("task_arithmetic_learned", "task_arithmetic_devec"), ("task_arithmetic_val", "task_arithmetic_devec_grid"),
         ("ties", "ties_devec"), ("adamerging_task", "adamerging_task_devec"),
         ("adamerging_layer", "adamerging_layer_devec"), ("adamerging_plus_layer", "adamerging_plus_layer_devec")}

@@ -36,15 +36,16 @@ def aggregate(long: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[di
     cells.loc[cells["count"] < cells["size"], ["mean", "std", "ci95"]] = math.nan  # a NaN run is not skipped
     wide = cells.unstack("metric")
     repeated = bool((cells["size"] > 1).any())
-    table = pd.DataFrame(index=wide.index)
+    columns: dict[str, pd.Series] = {}  # built whole, then one frame: column by column fragments pandas' blocks
     for m in dict.fromkeys(frame["metric"]):
         present = wide[("size", m)].notna()
-        table[m] = _objects(wide[("mean", m)], present)
+        columns[m] = _objects(wide[("mean", m)], present)
         if repeated:
-            table[f"{m}_std"] = _objects(wide[("std", m)], present)
-            table[f"{m}_ci95"] = _objects(wide[("ci95", m)], wide[("size", m)] > 1)
+            columns[f"{m}_std"] = _objects(wide[("std", m)], present)
+            columns[f"{m}_ci95"] = _objects(wide[("ci95", m)], wide[("size", m)] > 1)
     if repeated:
-        table["n"] = wide["size"].max(axis=1).astype(int)
+        columns["n"] = wide["size"].max(axis=1).astype(int)
+    table = pd.DataFrame(columns, index=wide.index)
     first = frame.drop_duplicates("group")  # each group's settings as its first row gave them
     settings = pd.DataFrame([[long[i].get(k) for k in keys] for i in first.index], index=first["group"],
                             columns=keys, dtype=object)

@@ -439,15 +439,8 @@ def render(task: str, n: int, seed: int, split: str, image_size: int) -> tuple[n
     """``n`` examples of ``task`` (balanced labels): uint8 images (n, 3, S, S) and int64 labels."""
     if task not in TASKS:
         raise ValueError(f"unknown synthetic task {task!r}: use some of {', '.join(TASKS)}")
-    spec = TASKS[task]
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % len(spec.classnames)
-    rng.shuffle(labels)
-    out = np.empty((n, 3, image_size, image_size), np.uint8)
-    for i, y in enumerate(labels):
-        img = spec.draw(rng, int(y), split).convert("RGB").resize((image_size, image_size), Image.LANCZOS)
-        out[i] = np.asarray(img).transpose(2, 0, 1)
-    return out, labels.astype(np.int64)
+    draw = TASKS[task].draw
+    return _render(task, n, seed, image_size, lambda rng, y: draw(rng, y, split))
 
 
 def render_in_context(task: str, n: int, seed: int, image_size: int, scale: tuple[float, float],
@@ -455,21 +448,30 @@ def render_in_context(task: str, n: int, seed: int, image_size: int, scale: tupl
     """``n`` pre-training examples of ``task`` seen in context: each drawing shrunk to a random ``scale`` of the
     canvas and pasted at a random place on a blurred drawing of a random task in ``backgrounds``, the way a web photo
     shows a concept among other things. No such image is in any task's train or test split (full-frame drawings)."""
-    spec = TASKS[task]
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % len(spec.classnames)
-    rng.shuffle(labels)
-    out = np.empty((n, 3, image_size, image_size), np.uint8)
-    for i, y in enumerate(labels):
-        back_task = backgrounds[int(rng.integers(len(backgrounds)))]
-        back_spec = TASKS[back_task]
+    draw = TASKS[task].draw
+
+    def in_context(rng: np.random.Generator, y: int) -> Image.Image:
+        back_spec = TASKS[backgrounds[int(rng.integers(len(backgrounds)))]]
         back = back_spec.draw(rng, int(rng.integers(len(back_spec.classnames))), "pretrain").convert("RGB")
         back = back.filter(ImageFilter.GaussianBlur(float(rng.uniform(1.0, 3.0))))
         size = int(CANVAS * rng.uniform(*scale))
-        fg = spec.draw(rng, int(y), "pretrain").convert("RGB").resize((size, size), Image.LANCZOS)
-        at = (int(rng.integers(0, CANVAS - size + 1)), int(rng.integers(0, CANVAS - size + 1)))
-        back.paste(fg, at)
-        out[i] = np.asarray(back.resize((image_size, image_size), Image.LANCZOS)).transpose(2, 0, 1)
+        fg = draw(rng, y, "pretrain").convert("RGB").resize((size, size), Image.LANCZOS)
+        back.paste(fg, (int(rng.integers(0, CANVAS - size + 1)), int(rng.integers(0, CANVAS - size + 1))))
+        return back
+
+    return _render(task, n, seed, image_size, in_context)
+
+
+def _render(task: str, n: int, seed: int, image_size: int,
+            draw: Callable[[np.random.Generator, int], Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+    """Balanced, shuffled labels of ``task`` and one ``draw(rng, label)`` each, resized to ``image_size``."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % len(TASKS[task].classnames)
+    rng.shuffle(labels)
+    out = np.empty((n, 3, image_size, image_size), np.uint8)
+    for i, y in enumerate(labels):
+        img = draw(rng, int(y)).convert("RGB").resize((image_size, image_size), Image.LANCZOS)
+        out[i] = np.asarray(img).transpose(2, 0, 1)
     return out, labels.astype(np.int64)
 
 

@@ -386,9 +386,9 @@ def fig5_effects(curves: dict[str, list[dict[str, Any]]], toxic_keys: list[str],
             if cid == TV_NEGATION or row["lambda"] == 0 or row["lambda"] not in tv:
                 continue
             lam = f"lambda={row['lambda']:g}"
-            for key in toxic_keys:
-                out += negation_effects(row, tv[row["lambda"]], pretrained, key, control, f"{cid}@{lam}",
-                                        f"unique negation ({labels[cid]}) vs TV negation, {lam}")
+            for i, key in enumerate(toxic_keys):  # the control tasks are the same for every prompt set: once
+                out += negation_effects(row, tv[row["lambda"]], pretrained, key, control if i == 0 else [],
+                                        f"{cid}@{lam}", f"unique negation ({labels[cid]}) vs TV negation, {lam}")
     return out
 
 

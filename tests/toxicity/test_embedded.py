@@ -132,6 +132,8 @@ def test_fig5_and_fig6_runners(tiny_pool, tiny_cache, tmp_path):
     at_zero = {json.dumps({k: v for k, v in c[0].items() if k not in ("id", "pool")}) for c in curves.values()}
     assert len(at_zero) == 1                       # lambda = 0 is the pre-trained model for every pool
     assert (tmp_path / "a" / "fig5_negation_coefficient.png").stat().st_size > 1000
+    keys = [(e["id"], e["metric"]) for e in out["effects"]]
+    assert keys and len(keys) == len(set(keys))   # one record per comparison and metric: pairing by seed needs it
     cfg, run = _run(tmp_path / "b", tiny_cache, "experiment=fig6_tau", "method.taus=[0.3,0.99]",
                     "method.coefficients=[0,2]")
     out = runner.fig6_tau(cfg, run)

@@ -21,21 +21,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _child import RSS_SAMPLER  # benchmarks/ is on sys.path when a benchmark runs as a script
+
 PRELUDE = r"""
 import json, os, sys, threading, time, torch
 from pathlib import Path
 torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
-
-def rss_mib():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 2**20
-
-peak = [0.0]
-def sample():
-    while True:
-        peak[0] = max(peak[0], rss_mib())
-        time.sleep(0.002)
-"""
+""" + RSS_SAMPLER
 
 VISION = PRELUDE + r"""
 from devec.engine import column_basis

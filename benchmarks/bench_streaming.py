@@ -18,20 +18,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _child import RSS_SAMPLER  # benchmarks/ is on sys.path when a benchmark runs as a script
+
 CHILD = r"""
 import gc, json, sys, threading, time, torch
 torch.set_num_threads(1)
-
-def rss_mib():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 2**20
-
-peak = [0.0]
-def sample():
-    while True:
-        peak[0] = max(peak[0], rss_mib())
-        time.sleep(0.002)
-
+""" + RSS_SAMPLER + r"""
 from devec.toxicity.sources import open_source
 from devec.toxicity.streaming import stream_unique, layer_group
 from devec.engine import iterative

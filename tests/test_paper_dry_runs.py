@@ -3,7 +3,8 @@
 Slow (minutes each, several GB of fixtures in the session's temporary folder): ``pytest -m slow
 tests/test_paper_dry_runs.py``. Every run reads the hub ids of the paper's configs from the generated mirror
 (``paths.hub_mirror``); the overrides shorten the stages (few test images, AdaMerging steps=2, a handful of
-lm-eval examples, one denoising step), never the model sizes.
+lm-eval examples, one denoising step), never the model sizes. ``DEVEC_FIXTURES_MIRROR=DIR`` reuses fixtures written
+before by ``devec-fixtures all --out DIR``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ VISION_TASKS = "[eurosat,mnist,svhn]"   # few classes: the zero-shot heads of tr
 
 @pytest.fixture(scope="session")
 def mirror(tmp_path_factory) -> Path:
-    """One hub mirror for the session; the fixture kinds are written into it on first use."""
-    return tmp_path_factory.mktemp("mirror")
+    """One hub mirror for the session, the fixture kinds written into it on first use; DEVEC_FIXTURES_MIRROR reuses
+    a mirror ``devec-fixtures`` wrote before (about 19 GB for all three kinds)."""
+    given = os.environ.get("DEVEC_FIXTURES_MIRROR")
+    return Path(given) if given else tmp_path_factory.mktemp("mirror")
 
 
 def _fixtures(mirror: Path, kind: str, *extra: str) -> Path:

@@ -154,7 +154,11 @@ class CLIPScorer:
 
     @torch.no_grad()
     def text_features(self, prompts: Sequence[str]) -> torch.Tensor:
-        inputs = self.processor(text=list(prompts), return_tensors="pt", padding=True, truncation=True)
+        # CLIP reads at most max_position_embeddings tokens (77): longer prompts (Fig. 4's) are cut there, as
+        # CLIPScore does, whatever model_max_length the tokenizer files declare
+        limit = self.model.config.text_config.max_position_embeddings
+        inputs = self.processor(text=list(prompts), return_tensors="pt", padding=True, truncation=True,
+                                max_length=limit)
         feats = self.model.get_text_features(**{k: v.to(self.device) for k, v in inputs.items()})
         feats = feats if isinstance(feats, torch.Tensor) else feats.pooler_output
         return torch.nn.functional.normalize(feats.float(), dim=-1).cpu()

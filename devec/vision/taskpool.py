@@ -40,8 +40,12 @@ def evaluate(pool: VisionPool, params: Params | Callable[[str], Params], tasks: 
     return out
 
 
-def normalized(scores: Mapping[str, float], individual: Mapping[str, float], names: Sequence[str]) -> dict[str, float]:
-    """Normalized accuracy: merged accuracy / the task's individual fine-tuned accuracy (percent)."""
-    out = {n: 100.0 * scores[n] / individual[n] if individual[n] > 0 else float("nan") for n in names}
-    out["avg"] = sum(out.values()) / max(1, len(names))
+def normalized(scores: Mapping[str, float], individual: Mapping[str, float],
+               names: Sequence[str]) -> dict[str, float | None]:
+    """Normalized accuracy: merged accuracy / the task's individual fine-tuned accuracy (percent); None (null in
+    results.json, an empty cell in tables) where the individual model scores 0, and then for the average too."""
+    out: dict[str, float | None] = {n: 100.0 * scores[n] / individual[n] if individual[n] > 0 else None
+                                    for n in names}
+    defined = [v for v in out.values() if v is not None]
+    out["avg"] = sum(defined) / len(names) if names and len(defined) == len(names) else None
     return out

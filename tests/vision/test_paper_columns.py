@@ -89,3 +89,18 @@ def test_devec_report_finds_the_paper_comparison_as_a_table_of_results_json():
     rows, columns, note = beside_paper("table1", [{"id": "ties", "mnist": 90.0}], ["method", "mnist"])
     found = curves({"paper": paper_block("table1", rows, columns, note, True)})
     assert found["paper/rows"][0]["mnist (paper)"] == 96.5
+
+
+def test_normalized_accuracy_is_null_where_the_individual_model_scores_zero():
+    """Normalized accuracy divides by the individual model's accuracy: undefined (None, JSON null) at 0, and then
+    the average too, never NaN in results.json."""
+    import json
+
+    from devec.vision.taskpool import normalized
+
+    names = ["a", "b"]
+    full = normalized({"a": 40.0, "b": 30.0}, {"a": 80.0, "b": 60.0}, names)
+    assert full == {"a": 50.0, "b": 50.0, "avg": 50.0}
+    part = normalized({"a": 40.0, "b": 0.0}, {"a": 80.0, "b": 0.0}, names)
+    assert part["a"] == 50.0 and part["b"] is None and part["avg"] is None
+    assert "NaN" not in json.dumps(part)

@@ -59,6 +59,25 @@ def common_strength(mix: torch.Tensor, base: torch.Tensor, styles: Sequence[torc
     return float((mix.mean(0) - base.mean(0)) @ c) / denom if denom > 0 else 0.0
 
 
+def specific_strength(mix: torch.Tensor, base: torch.Tensor, style: torch.Tensor, styles: Sequence[torch.Tensor]
+                      ) -> float:
+    """How much of what sets this style apart the mix shows: <d_mix, s> / |s|^2, where s is the style's shift with
+    its component along the common shift (:func:`common_shift` of ``styles``) removed.
+
+    1 for the style alone, whatever it shares; adding the shared shift any number of times leaves it unchanged, so a
+    mix where the shared concept dominates (Sec. 4.2) and one style's own change is lost shows it here, not in
+    :func:`style_strength`. 0 when the style's shift is all along the common shift.
+    """
+    c = common_shift(base, styles)
+    e = style.mean(0) - base.mean(0)
+    cc = float(c.square().sum())
+    s = e - (float(e @ c) / cc) * c if cc > 0 else e
+    denom = float(s.square().sum())
+    if denom <= 1e-12 * float(e.square().sum()) or denom == 0:  # nothing of its own (rounding left of e - c)
+        return 0.0
+    return float((mix.mean(0) - base.mean(0)) @ s) / denom
+
+
 def paired_similarity(a: torch.Tensor, b: torch.Tensor) -> float:
     """Mean cosine similarity of features of the same (prompt, seed) pairs (CLIP similarity at paper scale)."""
     return float(torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=1).mean())

@@ -17,7 +17,7 @@ from devec.resume import UnitStore, resolved_config
 from devec.runtime import Run, built
 from devec.style.grid import image_grid
 from devec.style.loras import read_lora, save_lora
-from devec.style.metrics import Evaluator, common_strength, paired_similarity, style_strength
+from devec.style.metrics import Evaluator, common_strength, paired_similarity, specific_strength, style_strength
 from devec.style.mixing import Mixing, decompose_styles, load_components, set_mix
 from devec.style.pipeline import generate, load_pipeline
 from devec.vectors.sharing import save_sharing
@@ -95,13 +95,8 @@ def run(cfg: DictConfig, run: Run) -> dict:
     for label, kind, gamma, _, _ in settings:
         row: dict[str, Any] = {"setting": label, "method": kind, "gamma": gamma,
                                evaluator.adherence_name: evaluator.adherence(images[label], [p for p, _ in pairs])}
-        alone = [feats[f"{lora.name} alone"] for lora in mixed]
-        for lora, own in zip(mixed, alone, strict=True):
-            row[f"strength/{lora.name}"] = style_strength(feats[label], feats["base"], own)
-            row[f"similarity/{lora.name}"] = paired_similarity(feats[label], own)
-        strengths = [row[f"strength/{lora.name}"] for lora in mixed]
-        row["min_strength"], row["mean_strength"] = min(strengths), sum(strengths) / len(strengths)
-        row["common_strength"] = common_strength(feats[label], feats["base"], alone)
+        row.update(style_numbers(feats[label], feats["base"], {lora.name: feats[f"{lora.name} alone"]
+                                                                 for lora in mixed}))
         rows.append(row)
         run.log({f"{label}/{k}": v for k, v in row.items() if isinstance(v, float)})
     run.save_table("style_mixing", rows, title="Style mixing: per-style strength in the mix and prompt adherence",
@@ -114,6 +109,22 @@ def run(cfg: DictConfig, run: Run) -> dict:
     return {"styles": [lora.name for lora in mixed], "decomposition": summary,
             "rows": rows, "by_method": _by_method(rows, evaluator.adherence_name),
             "effects": _print_effects(mix_effects(rows, method.methods, evaluator.adherence_name))}
+
+
+def style_numbers(mix: torch.Tensor, base: torch.Tensor, alone: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """One row's style numbers (features of the same prompt and seed pairs): per style its strength, its specific
+    strength and its similarity; the weakest and mean strength, the weakest specific strength, the common strength."""
+    row: dict[str, float] = {}
+    styles = list(alone.values())
+    for name, own in alone.items():
+        row[f"strength/{name}"] = style_strength(mix, base, own)
+        row[f"specific/{name}"] = specific_strength(mix, base, own, styles) if len(styles) > 1 else 1.0
+        row[f"similarity/{name}"] = paired_similarity(mix, own)
+    strengths = [row[f"strength/{n}"] for n in alone]
+    row["min_strength"], row["mean_strength"] = min(strengths), sum(strengths) / len(strengths)
+    row["min_specific"] = min(row[f"specific/{n}"] for n in alone)
+    row["common_strength"] = common_strength(mix, base, styles)
+    return row
 
 
 STYLE_KEYS = ("name", "weight", "stands_for", "path", "weight_name", "file", "source", "download")
@@ -270,16 +281,21 @@ def _by_method(rows: Sequence[Mapping[str, Any]], adherence: str) -> dict[str, d
     for r in rows:
         if r["method"] in ("base", "style"):
             continue
-        out[f"{r['method']}@{r['gamma']:g}"] = {"min_strength": r["min_strength"], "mean_strength": r["mean_strength"],
-                                                "common_strength": r["common_strength"], adherence: r[adherence]}
+        out[f"{r['method']}@{r['gamma']:g}"] = {k: r[k] for k in ("min_strength", "mean_strength", "min_specific",
+                                                                  "common_strength", adherence)}
     return out
+
+
+LOWER_IS_BETTER = ("common_strength",)
+"""Style numbers where the unique mix improves on the plain one by being lower: the shared change counted fewer
+times over (Sec. 4.2: the plain mix over-emphasises what the styles share)."""
 
 
 def mix_effects(rows: Sequence[Mapping[str, Any]], methods: Mapping[str, str], adherence: str
                 ) -> list[dict[str, Any]]:
-    """Each unique mix against the plain mix (``methods`` ids with components unique / original) at each gamma:
-    every style's strength in the mix, the weakest style's and the prompt adherence, all higher is better
-    (records of devec.report.effects)."""
+    """Each unique mix against the plain mix (``methods`` ids with components unique / original) at each gamma, for
+    every style number of the row, then the prompt adherence ``adherence`` (records of devec.report.effects):
+    higher is better except LOWER_IS_BETTER."""
     from devec.report.effects import effect_record
 
     plain_ids = [m for m, comp in methods.items() if comp == "original"]
@@ -290,9 +306,10 @@ def mix_effects(rows: Sequence[Mapping[str, Any]], methods: Mapping[str, str], a
         base = by_key.get((plain_ids[0], gamma)) if plain_ids else None
         if mid not in unique_ids or base is None:
             continue
-        metrics = [k for k in row if k.startswith("strength/")] + ["min_strength", adherence]
+        metrics = [k for k, v in row.items() if k not in ("gamma", adherence) and isinstance(v, float) and k in base]
+        metrics.append(adherence)
         out += [effect_record(f"{mid}@{gamma:g}", f"{mid} mix vs {plain_ids[0]} mix x{gamma:g}", k, row[k], base[k],
-                              True) for k in metrics]
+                              k not in LOWER_IS_BETTER) for k in metrics]
     return out
 
 

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from devec.style import data
-from devec.style.metrics import common_strength, paired_similarity, style_statistics, style_strength
+from devec.style.metrics import (
+    common_strength,
+    paired_similarity,
+    specific_strength,
+    style_statistics,
+    style_strength,
+)
 from devec.style.pipeline import build_tokenizers
 
 
@@ -70,3 +77,37 @@ def test_common_strength_counts_how_often_the_shift_all_styles_share_is_added():
     assert abs(common_strength(s1, base, styles) - 1) < 1e-6
     assert common_strength(vanilla, base, styles) > 1.5 > common_strength(unique, base, styles)
     assert style_strength(vanilla, base, s1) > style_strength(unique, base, s1) > 0
+
+
+def test_specific_strength_ignores_the_shared_shift_however_often_it_is_added():
+    """Sec. 4.2: a mix where the shared concept dominates loses what sets each style apart; the specific strength
+    sees that loss, the plain strength (which includes the shared shift) does not."""
+    base = torch.zeros(4, 3)
+    shared = torch.tensor([0.0, 0.0, 1.0])
+    s1, s2 = base + torch.tensor([1.0, 0.0, 0.0]) + shared, base + torch.tensor([0.0, 1.0, 0.0]) + shared
+    styles = [s1, s2]
+    assert specific_strength(s1, base, s1, styles) == pytest.approx(1.0)
+    assert specific_strength(base + 5 * shared, base, s1, styles) == pytest.approx(0.0, abs=1e-6)
+    own_only = base + torch.tensor([1.0, 0.0, 0.0])  # style 1 without the shared shift
+    assert specific_strength(own_only, base, s1, styles) == pytest.approx(1.0)
+    assert specific_strength(own_only + 3 * shared, base, s1, styles) == pytest.approx(1.0)
+    assert style_strength(own_only + 3 * shared, base, s1) > style_strength(own_only, base, s1)
+    assert specific_strength(base + torch.tensor([0.0, 1.0, 0.0]), base, s1, styles) < 0  # the other style's change
+
+
+def test_specific_strength_is_zero_when_a_style_has_nothing_of_its_own():
+    base, shared = torch.zeros(2, 3), torch.tensor([0.0, 1.0, 1.0])
+    styles = [base + shared, base + 2 * shared]
+    assert specific_strength(base + shared, base, styles[0], styles) == 0.0
+
+
+def test_style_numbers_of_a_row_cover_each_style_and_the_weakest():
+    from devec.style.runner import style_numbers
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(6, 5, generator=g)
+    alone = {name: base + torch.randn(5, generator=g) for name in ("a", "b", "c")}
+    row = style_numbers(alone["a"], base, alone)
+    assert row["strength/a"] == pytest.approx(1.0) and row["specific/a"] == pytest.approx(1.0)
+    assert row["min_specific"] == min(row[f"specific/{n}"] for n in alone) < 1.0
+    assert row["min_strength"] <= row["mean_strength"] and set(row) >= {"common_strength", "similarity/b"}

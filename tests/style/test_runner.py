@@ -99,3 +99,21 @@ def test_figure_experiment_mixes_the_paper_styles_by_their_embedded_analogues():
     assert list(cfg.data.seeds) == list(cfg.data.figures.fig4.seeds)
     assert cfg.decomposition.rank == "full" and cfg.decomposition.mode == "joint"
     assert cfg.method.decompose_over == "mix" and cfg.method.coefficients == "one"
+
+
+def test_every_style_number_of_the_table_is_an_effect_with_the_paper_direction():
+    """Issue 14 item 5: unique minus plain for each number of the row, paired by the run; the shared change counted
+    fewer times (common_strength) is the improvement, everything else higher."""
+    from devec.style.runner import mix_effects
+
+    numbers = {"strength/a": 0.4, "specific/a": 0.1, "similarity/a": 0.5, "min_strength": 0.4, "mean_strength": 0.4,
+               "min_specific": 0.1, "common_strength": 3.0, "shape_adherence": 0.6}
+    rows = [{"setting": "base", "method": "base", "gamma": 0.0, **numbers},
+            {"setting": "vanilla x1", "method": "vanilla", "gamma": 1.0, **numbers},
+            {"setting": "unique x1", "method": "unique", "gamma": 1.0,
+             **{k: v + 0.5 for k, v in numbers.items()}}]
+    records = mix_effects(rows, {"vanilla": "original", "unique": "unique"}, "shape_adherence")
+    assert [r["metric"] for r in records] == list(numbers)  # every number, adherence last
+    assert all(r["id"] == "unique@1" and r["delta"] == pytest.approx(0.5) for r in records)
+    direction = {r["metric"]: r["higher_is_better"] for r in records}
+    assert direction.pop("common_strength") is False and all(direction.values())

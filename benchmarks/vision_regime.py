@@ -4,6 +4,7 @@
     python benchmarks/vision_regime.py                                   # the embedded default, seed 0
     python benchmarks/vision_regime.py pool.finetune.steps=400 pool.finetune.lr=3e-4 --adamerging 500
     python benchmarks/vision_regime.py pool.pretrain.context=null        # the full-frame corpus
+    python benchmarks/vision_regime.py --curve                           # + accuracy and entropy along TA's lambda
 
 Overrides are Hydra overrides of the table1_multitask composition (pool.*, data.*, seed); the models are cached under
 DEVEC_CACHE like any run's. One process, one torch thread.
@@ -22,10 +23,20 @@ from omegaconf import OmegaConf
 
 from devec.vectors import DecompositionSettings, decompose_model
 from devec.vectors.sharing import sharing_summary
+from devec.vision.adamerging import entropy
 from devec.vision.data import load_tasks
-from devec.vision.methods import AdaMerging, Individual, MergeContext, Pretrained, TaskArithmetic, WeightAverage
+from devec.vision.methods import (
+    AdaMerging,
+    Individual,
+    MergeContext,
+    Pretrained,
+    TaskArithmetic,
+    WeightAverage,
+    combine,
+    sum_vectors,
+)
 from devec.vision.pool import load_pool
-from devec.vision.taskpool import evaluate
+from devec.vision.taskpool import evaluate, logits
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -34,6 +45,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. pool.finetune.steps=400")
     ap.add_argument("--adamerging", type=int, default=150, help="AdaMerging (Layer) steps (0: skip)")
+    ap.add_argument("--curve", action="store_true", help="test accuracy and AdaMerging's entropy along TA's lambda")
     args = ap.parse_args()
     torch.set_num_threads(1)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -55,7 +67,18 @@ def main() -> None:
         scores = evaluate(pool, params, tasks, split="test")
         avg[label] = scores["avg"]
         extra = f" (lambda {info['lambda']})" if label == "TA" else ""
+        if label.startswith("AdaM"):
+            extra = (f" (coefficients: mean {info['task_coefficients_mean']:.3f}, "
+                     f"sd {info['task_coefficients_sd']:.3f}, at 0 / 1: {info['task_coefficients_at_bounds']}; "
+                     f"entropy {info['entropy_first']:.2f} -> {info['entropy_last']:.2f})")
         print(f"{label:13s} avg {scores['avg']:5.1f} | " + " ".join(f"{n} {scores[n]:.0f}" for n in names) + extra)
+    if args.curve:
+        print("lambda | test avg | summed test entropy (AdaMerging's objective, full test sets)")
+        total = sum_vectors(ctx.vectors)
+        for lam in [0.0, *cfg.methods.task_arithmetic_val.grid]:
+            params = combine(pool.pretrained, [total], [float(lam)])
+            print(f"{float(lam):.2f} | {evaluate(pool, params, tasks, split='test')['avg']:5.1f} | "
+                  f"{summed_entropy(pool, params, tasks):.3f}")
     settings = DecompositionSettings.from_config(OmegaConf.to_container(cfg.decomposition, resolve=True),
                                                  mode="pairwise")
     sharing = sharing_summary(decompose_model(ctx.vectors, settings, progress=False).report)
@@ -65,6 +88,16 @@ def main() -> None:
     print(f"pairwise sharing: {sharing['layers_above_chance']} of {sharing['layers']} layers above chance; mean "
           f"shared dim {sharing['mean_shared_dim']:.2f} (chance {sharing['mean_chance_dim']:.2f})")
     print(f"pool built or loaded in {built:.0f} s; total {time.time() - t0:.0f} s")
+
+
+@torch.no_grad()
+def summed_entropy(pool, params, tasks) -> float:
+    """AdaMerging's objective over whole test sets: the sum over tasks of the mean prediction entropy."""
+    out = 0.0
+    for name, task in tasks.items():
+        x, _ = next(task.test.batches(len(task.test)))
+        out += float(entropy(logits(pool, params, name, x)))
+    return out
 
 
 if __name__ == "__main__":

@@ -227,8 +227,20 @@ class AdaMerging(Method):
         k = len(vectors)
         info = {"entropy_first": losses[0] if losses else None, "entropy_last": losses[-1] if losses else None,
                 "task_coefficients_mean": float(lam[:k].mean()),
-                "shared_coefficients_mean": float(lam[k:].mean()) if ctx.shared else None}
+                "shared_coefficients_mean": float(lam[k:].mean()) if ctx.shared else None,
+                **coefficient_summary(lam[:k], clamp)}
         return params, info
+
+
+def coefficient_summary(lam: torch.Tensor, clamp: Sequence[float] | None) -> dict[str, Any]:
+    """Where learned task coefficients ended: spread, mean per task vector, and the fraction at each clamp bound."""
+    flat = lam.reshape(lam.shape[0], -1).float()
+    out: dict[str, Any] = {"task_coefficients_sd": float(flat.std()) if flat.numel() > 1 else 0.0,
+                           "task_coefficients_per_task": [round(float(x), 4) for x in flat.mean(1)]}
+    if clamp is not None:
+        out["task_coefficients_at_bounds"] = [float((flat <= float(clamp[0]) + 1e-6).float().mean()),
+                                              float((flat >= float(clamp[1]) - 1e-6).float().mean())]
+    return out
 
 
 @dataclass

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +37,20 @@ from devec.vision.head_text import head_text
 from devec.vision.heads import cached_head
 from devec.vision.train import finetune_visual, pretrain_clip
 
+log = logging.getLogger(__name__)
+
 # a change to any of these modules rebuilds the cached models
 HUB_PATTERNS = ("*.safetensors", "*.json", "*.txt")  # what is downloaded of a hub checkpoint (HubPool)
 MODEL_CODE = ("devec.vision.clip", "devec.vision.train", "devec.vision.pool", "devec.schedules")
+# Pre-trained embedded CLIPs shipped with the package (devec/vision/ship_weights.py writes them): one safetensors
+# file per seed and a manifest with each file's key (:func:`pretrain_key`), sha256 and zero-shot accuracy.
+SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
+SHIPPED_MANIFEST = "manifest.json"
+SHIPPED_FORMAT = "devec-shipped-clip/1"
+# what the pre-training runs (recorded in the manifest, not in the key: the slow regeneration test watches them)
+PRETRAIN_CODE = ("devec.vision.clip", "devec.vision.train", "devec.vision.data", "devec.vision.synthetic",
+                 "devec.schedules")
+PRETRAINED_WEIGHTS = ("shipped", "train")
 
 
 @dataclass
@@ -100,6 +113,13 @@ class EmbeddedPool(PoolSpec):
     arch: dict[str, Any]
     pretrain: dict[str, Any]
     finetune: dict[str, Any]
+    pretrained_weights: str = "shipped"   # shipped: the package's weights when their key matches; train: pre-train
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.pretrained_weights not in PRETRAINED_WEIGHTS:
+            raise ValueError(f"pool.pretrained_weights={self.pretrained_weights!r}: use 'shipped' (the weights "
+                             f"devec ships, when made for this arch/pretrain config and seed) or 'train'")
 
     def load(self, data, tasks, names, cache_dir, progress=None) -> VisionPool:
         if data is None:
@@ -166,29 +186,11 @@ def head_inputs(head_set: str | None, name: str, task: Task) -> tuple[list[str],
 # ---------------------------------------------------------------- embedded: pre-train and fine-tune ourselves
 
 def _embedded(cfg, data_cfg, tasks, finetune, cache_dir, progress) -> VisionPool:
-    arch = plain(cfg["arch"])
-    pre_cfg, ft_cfg = plain(cfg["pretrain"]), plain(cfg["finetune"])
-    data_key = {k: plain(data_cfg.get(k)) for k in ("image_size", "n_train", "n_test", "val_fraction", "val_seed")}
-    corpus_tasks = list(pre_cfg.get("tasks") or tasks)
-    key = store.config_key({"arch": arch, "pretrain": pre_cfg, "corpus": corpus_tasks, "data": data_key,
-                      "seed": cfg.get("seed", 0), "code": store.code_version(*MODEL_CODE)})
+    corpus_tasks = list(plain(cfg["pretrain"]).get("tasks") or tasks)
+    model, key, source = _pretrained(cfg, data_cfg, corpus_tasks, cache_dir, progress)
+    tok = tokenizer(plain(cfg["arch"]))
+    ft_cfg = plain(cfg["finetune"])
     root = cache_dir / "vision" / "models" / f"embedded-{key}"
-    torch.manual_seed(int(cfg.get("seed", 0)))
-    model = build_clip(arch)
-    tok = tokenizer(arch)
-    pre_path = root / "pretrained.safetensors"
-    found = store.load_entry(pre_path, {"key": key})
-    if found is not None:
-        model.load_state_dict(found[0])
-    else:
-        images, captions = pretraining_corpus(corpus_tasks, int(pre_cfg["per_task"]), int(data_cfg["image_size"]),
-                                              cache_dir, progress, context=pre_cfg.get("context"))
-        losses = pretrain_clip(model, images, captions, tok, int(pre_cfg["steps"]), int(pre_cfg["batch_size"]),
-                               float(pre_cfg["lr"]), seed=int(cfg.get("seed", 0)), progress=progress,
-                               lock_token_embedding=bool(pre_cfg.get("lock_token_embedding", True)))
-        if store.save_entry(pre_path, model.state_dict(), {"key": key}) is not None:
-            io.write_json(root / "pretrain_loss.json", losses)  # a record for the reader, never read back
-    model.eval()
     heads = _heads(model, tok, tasks, key, cache_dir)
     pretrained = visual_state(model)
     ft_key = store.config_key(ft_cfg)
@@ -208,7 +210,106 @@ def _embedded(cfg, data_cfg, tasks, finetune, cache_dir, progress) -> VisionPool
         store.save_entry(path, finetuned[name], entry)
     for p in model.parameters():
         p.requires_grad_(False)
-    return VisionPool(model, pretrained, finetuned, heads, key, {"source": "embedded", "cache": str(root)})
+    return VisionPool(model, pretrained, finetuned, heads, key,
+                      {"source": "embedded", "cache": str(root), "pretrained": source})
+
+
+def pretrain_key(cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], corpus_tasks: Sequence[str]) -> str:
+    """16 hex digits of what the pre-trained CLIP is made from: the ``arch`` and ``pretrain`` blocks, the corpus
+    tasks, the image size and the seed (a shipped file is used only when its key equals this)."""
+    return store.key({"arch": plain(cfg["arch"]), "pretrain": plain(cfg["pretrain"]), "corpus": list(corpus_tasks),
+                      "image_size": int(data_cfg["image_size"]), "seed": int(cfg.get("seed", 0))})
+
+
+def pretrain_embedded(cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], corpus_tasks: Sequence[str],
+                      cache_dir: Path, progress: Any = None) -> tuple[nn.Module, list[float]]:
+    """Pre-train the embedded CLIP from scratch as the pool config ``cfg`` says; the model and its loss curve."""
+    arch, pre_cfg, seed = plain(cfg["arch"]), plain(cfg["pretrain"]), int(cfg.get("seed", 0))
+    torch.manual_seed(seed)
+    model = build_clip(arch)
+    images, captions = pretraining_corpus(corpus_tasks, int(pre_cfg["per_task"]), int(data_cfg["image_size"]),
+                                          cache_dir, progress, context=pre_cfg.get("context"))
+    losses = pretrain_clip(model, images, captions, tokenizer(arch), int(pre_cfg["steps"]),
+                           int(pre_cfg["batch_size"]), float(pre_cfg["lr"]), seed=seed, progress=progress,
+                           lock_token_embedding=bool(pre_cfg.get("lock_token_embedding", True)))
+    return model.eval(), losses
+
+
+def _pretrained(cfg, data_cfg, corpus_tasks, cache_dir, progress) -> tuple[nn.Module, str, str]:
+    """The pre-trained CLIP, the cache key of what is built on it, and where it came from (shipped | cached |
+    trained); one log line says which, and why a shipped file was not used."""
+    arch, seed = plain(cfg["arch"]), int(cfg.get("seed", 0))
+    ship_key = pretrain_key(cfg, data_cfg, corpus_tasks)
+    shipped, why = (None, "pool.pretrained_weights=train") if cfg.get("pretrained_weights") == "train" else \
+        shipped_weights(ship_key, seed)
+    data_key = {k: plain(data_cfg.get(k)) for k in ("image_size", "n_train", "n_test", "val_fraction", "val_seed")}
+    base = {"arch": arch, "pretrain": plain(cfg["pretrain"]), "corpus": list(corpus_tasks), "data": data_key,
+            "seed": seed, "code": store.code_version(*MODEL_CODE)}
+    if shipped is not None:
+        state, record = shipped
+        torch.manual_seed(seed)
+        model = build_clip(arch)
+        model.load_state_dict(state)
+        log.info("pre-trained CLIP: the shipped weights %s (seed %d, key %s, %s; zero-shot avg %.1f in the "
+                 "manifest)%s", record["file"], seed, ship_key, record["dtype"], record["zero_shot_avg"], why)
+        return model.eval(), store.config_key({**base, "pretrained": f"shipped:{record['sha256']}"}), "shipped"
+    key = store.config_key({**base, "pretrained": "trained"})
+    root = cache_dir / "vision" / "models" / f"embedded-{key}"
+    pre_path = root / "pretrained.safetensors"
+    torch.manual_seed(seed)
+    model = build_clip(arch)
+    found = store.load_entry(pre_path, {"key": key})
+    if found is not None:
+        model.load_state_dict(found[0])
+        log.info("pre-trained CLIP: from the cache %s (%s)", pre_path, why)
+        return model.eval(), key, "cached"
+    log.info("pre-trained CLIP: pre-training it (%s)", why)
+    model, losses = pretrain_embedded(cfg, data_cfg, corpus_tasks, cache_dir, progress)
+    if store.save_entry(pre_path, model.state_dict(), {"key": key}) is not None:
+        io.write_json(root / "pretrain_loss.json", losses)  # a record for the reader, never read back
+    return model, key, "trained"
+
+
+def shipped_manifest(folder: Path | None = None) -> dict[str, Any] | None:
+    """The manifest of the shipped pre-trained weights (``devec/vision/weights/manifest.json``), None if absent."""
+    path = (folder or SHIPPED_DIR) / SHIPPED_MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("format") == SHIPPED_FORMAT else None
+
+
+def shipped_weights(key: str, seed: int, folder: Path | None = None
+                    ) -> tuple[tuple[dict[str, torch.Tensor], dict[str, Any]] | None, str]:
+    """``((state dict, manifest record), note)`` of the shipped file for ``seed`` when its key is ``key``;
+    ``(None, why not)`` otherwise. Safetensors only (no pickle), checked against the manifest's sha256."""
+    folder = folder or SHIPPED_DIR
+    manifest = shipped_manifest(folder)
+    regen = f"regenerate with `python -m devec.vision.ship_weights --seeds {seed}`"
+    if manifest is None:
+        return None, f"no shipped weights in {folder}"
+    record = next((r for r in manifest.get("weights", []) if int(r["seed"]) == seed), None)
+    if record is None:
+        seeds = ", ".join(str(r["seed"]) for r in manifest.get("weights", []))
+        return None, f"no shipped weights for seed {seed} (shipped: {seeds or 'none'})"
+    if record["key"] != key:
+        return None, (f"the shipped weights of seed {seed} were made for another arch/pretrain config (key "
+                      f"{record['key']}, this config {key}); {regen}, or set pool.pretrained_weights=train")
+    path = folder / record["file"]
+    if not path.is_file() or io.sha256_file(path) != record["sha256"]:
+        return None, f"{path} is missing or differs from its manifest's sha256; {regen}"
+    found = store.load_entry(path, {"key": key, "seed": seed})
+    if found is None:
+        return None, f"{path} is damaged or written for another key; {regen}"
+    changed = [m for m, v in _pretrain_code().items() if record.get("code", {}).get(m) != v]
+    note = f"; {', '.join(changed)} changed since they were made (the key covers the config)" if changed else ""
+    return ({k: v.float() if v.is_floating_point() else v for k, v in found[0].items()}, record), note
+
+
+def _pretrain_code() -> dict[str, str]:
+    """Code version of each module the pre-training runs: recorded in the manifest beside the key."""
+    return {m: store.code_version(m) for m in PRETRAIN_CODE}
 
 
 # ---------------------------------------------------------------- real scale

@@ -68,3 +68,25 @@ def test_adamerging_functional_and_naive_paths_take_identical_steps_and_lower_en
 def test_entropy_is_zero_for_certain_and_log_c_for_uniform_predictions():
     assert float(entropy(torch.tensor([[100.0, 0.0, 0.0]]))) < 1e-6
     torch.testing.assert_close(entropy(torch.zeros(2, 4)), torch.log(torch.tensor(4.0)))
+
+
+def test_adamerging_reports_where_its_coefficients_ended():
+    from devec.vision.methods import coefficient_summary
+
+    lam = torch.tensor([[0.0, 0.3, 1.0, 0.5], [0.0, 0.0, 0.2, 0.6]])
+    out = coefficient_summary(lam, [0.0, 1.0])
+    assert out["task_coefficients_at_bounds"] == [0.375, 0.125]       # 3 of 8 at 0, 1 of 8 at 1
+    assert out["task_coefficients_per_task"] == [0.45, 0.2]
+    assert abs(out["task_coefficients_sd"] - float(lam.std())) < 1e-6
+    assert "task_coefficients_at_bounds" not in coefficient_summary(lam, None)
+
+
+def test_adamerging_method_info_carries_the_coefficient_summary():
+    from devec.vision.methods import AdaMerging, MergeContext
+
+    _, pre, vecs, tasks, _, pool = tiny_merge_setup()
+    _, info = AdaMerging(steps=3, lr=0.05, batch_size=4, batches=1, clamp=[0.0, 1.0]).merge(
+        MergeContext(pool, tasks, vecs))
+    assert len(info["task_coefficients_per_task"]) == len(vecs)
+    assert info["task_coefficients_sd"] > 0                            # layer-wise coefficients moved apart
+    assert all(0.0 <= f <= 1.0 for f in info["task_coefficients_at_bounds"])

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -118,11 +117,11 @@ def ship(seeds: Sequence[int], out: Path = SHIPPED_DIR, overrides: Sequence[str]
     """Regenerate the files of ``seeds`` in ``out`` and its manifest (other seeds' records there are kept)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cache_dir = Path(cache_dir or os.environ.get("DEVEC_CACHE") or Path.home() / ".cache" / "devec")
     old = shipped_manifest(out) or {}
     records = {int(r["seed"]): r for r in old.get("weights", []) if (out / r["file"]).is_file()}
     for seed in seeds:  # the manifest is rewritten after each seed: an interrupted run keeps what it finished
-        record = ship_one(compose_config(seed, overrides), out, cache_dir, dtype, progress)
+        cfg = compose_config(seed, overrides)
+        record = ship_one(cfg, out, Path(cache_dir or cfg.paths.cache_dir), dtype, progress)
         record["command"] = command_line([seed], overrides, out, dtype)
         records[seed] = record
         _write_manifest(out, records, overrides, dtype)
@@ -167,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
     ap.add_argument("--out", type=Path, default=SHIPPED_DIR, help=f"folder to write (default {SHIPPED_DIR})")
     ap.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="storage dtype (default float32)")
-    ap.add_argument("--cache", type=Path, default=None, help="cache folder (default DEVEC_CACHE or ~/.cache/devec)")
+    ap.add_argument("--cache", type=Path, default=None, help="cache folder (default: paths.cache_dir)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     from tqdm.auto import tqdm

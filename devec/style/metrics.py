@@ -73,7 +73,7 @@ def specific_strength(mix: torch.Tensor, base: torch.Tensor, style: torch.Tensor
     cc = float(c.square().sum())
     s = e - (float(e @ c) / cc) * c if cc > 0 else e
     denom = float(s.square().sum())
-    if denom <= 1e-12 * float(e.square().sum()) or denom == 0:  # nothing of its own (rounding left of e - c)
+    if denom <= 1e-12 * float(e.square().sum()):  # nothing of its own (rounding left of e - c)
         return 0.0
     return float((mix.mean(0) - base.mean(0)) @ s) / denom
 

@@ -93,13 +93,22 @@ for repo in pool_ids(table1_tasks()).values():
     tvs.append({k: ft[k] - pre[k] for k in pre if keep(k) and k in ft})
 settings = DecompositionSettings(mode="pairwise", tau=tau, rank=rank, policy=ParamPolicy(), chance_draws=0)
 run = timed("decompose", lambda: decompose_model(InMemoryPool(tvs), settings, basis_fn=basis, progress=False))
+before = rss_mib()
+peak[0] = before
+threading.Thread(target=sample, daemon=True).start()
 start, cpu = time.perf_counter(), time.process_time()
 result = run()
 whole, cpu = time.perf_counter() - start, time.process_time() - cpu
+added = peak[0] - before
 floor, extra = floor_split(result.report)
 rows = [r for r in result.report if r.get("action") == "decompose"]
+start = time.perf_counter()  # after the clock: the dense form of every pair's (factored) shared part, which a merge
+dense = result.pairwise_dense()  # that adds them as task vectors pays
+dense_s = time.perf_counter() - start
 print(json.dumps({"whole_s": whole, "cpu_s": cpu, "svd_floor_s": floor, "extra_bases_s": extra, "breakdown_s": spent,
-                  "matrices": len(rows), "tasks": len(tvs), "blocks": blocks}))
+                  "matrices": len(rows), "tasks": len(tvs), "blocks": blocks, "added_mib": added,
+                  "pairs": len(dense), "pairwise_dense_s": dense_s,
+                  "shared_dim_mean": sum(r["shared_dim"] for r in rows) / max(1, len(rows))}))
 """
 
 LLAMA = PRELUDE + r"""
@@ -217,7 +226,9 @@ def main(argv: list[str] | None = None) -> dict:
         v["load_after"] = load_average()
         out["vit_b32_pairwise_8"] = v
         print(f"ViT-B/32 pairwise, 8 tasks, {v['blocks']} blocks: {v['whole_s']:.1f} s, SVD floor "
-              f"{v['svd_floor_s']:.1f} s, ratio {v['ratio']:.2f}; projected 12 blocks: {v['projected_full_s']:.0f} s")
+              f"{v['svd_floor_s']:.1f} s, ratio {v['ratio']:.2f}; projected 12 blocks: {v['projected_full_s']:.0f} s; "
+              f"peak added {v['added_mib']:.0f} MiB; forming the {v['pairs']} pairs' dense shared vectors after it "
+              f"(a merge's cost, not counted): {v['pairwise_dense_s']:.1f} s")
     if args.skip != "llama":
         import tempfile
 

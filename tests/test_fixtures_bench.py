@@ -40,3 +40,25 @@ def test_llama_child_accounts_for_the_whole_call(bench, tmp_path):
     assert t["bound_mib"] == pytest.approx(6 * t["layer_tv_mib"] + 1024)
     assert t["projected_full_s"] == pytest.approx(t["whole_s"] / t["layer_share"] * 32 * 11 / 4)
     assert 0 < t["cpu_s"] and t["projected_full_cpu_s"] == pytest.approx(t["cpu_s"] / t["layer_share"] * 32 * 11 / 4)
+
+
+def test_vision_child_accounts_for_the_whole_call_and_times_the_dense_pairs_apart(bench, tmp_path):
+    from transformers import CLIPConfig
+
+    from devec.fixtures.vision import pool_ids, table1_tasks, write_finetuned, write_pretrained
+
+    config = CLIPConfig(
+        text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=16),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=16, patch_size=8),
+        projection_dim=16)
+    pre = write_pretrained(tmp_path, seed=0, config=config)
+    for member, repo in enumerate(pool_ids(table1_tasks()).values()):
+        write_finetuned(tmp_path, repo, pre, member, seed=0, config=config)
+    v = bench.summarize_vision(bench.child(bench.VISION, str(tmp_path), "1", "0.85", "energy:0.9", threads=1))
+    assert v["tasks"] == 8 and v["pairs"] == 28 and v["blocks"] == 1
+    assert sum(v["breakdown_s"].values()) == pytest.approx(v["whole_s"], rel=0.05)
+    assert v["breakdown_s"]["basis"] == pytest.approx(v["svd_floor_s"] + v["extra_bases_s"], rel=1e-6)
+    assert 0 < v["svd_floor_s"] < v["whole_s"] and v["pairwise_dense_s"] > 0 and v["added_mib"] >= 0
+    assert v["projected_full_s"] == pytest.approx(v["whole_s"] * 12)

@@ -50,6 +50,10 @@ class LoRAFactors:
     def dtype(self) -> torch.dtype:
         return self.B.dtype
 
+    @property
+    def device(self) -> torch.device:
+        return self.B.device
+
     def dense(self) -> torch.Tensor:
         """The matrix ``scale * B @ A`` (for checks and for small layers only)."""
         return (self.B @ self.A) * self.scale

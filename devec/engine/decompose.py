@@ -67,6 +67,7 @@ def decompose(
     bases: Sequence[ColumnBasis] | None = None,
     validate: bool = True,
     components: bool = True,
+    factored: bool = False,
 ) -> Decomposition:
     """Split each task vector into shared = P_shared W_i (eq. 12) and unique = W_i - shared (eq. 13).
 
@@ -76,7 +77,10 @@ def decompose(
     ``bases`` may hand in precomputed column bases (e.g. from a cache) instead of recomputing the SVDs;
     ``validate=False`` skips :func:`check_pool`'s read pass (NaN/Inf) for callers that already ran it.
     ``components=False`` leaves ``shared`` and ``unique`` empty for dense vectors and computes only
-    ``merged_shared`` and the energies (pairwise mode needs no more). Outputs are finite or a ValueError says why.
+    ``merged_shared`` and the energies (pairwise mode needs no more). ``factored=True`` returns a dense pool's
+    ``merged_shared`` as :class:`LoRAFactors` ``Z @ C`` (n x d and d x m, C the eq. 14 mix of the C_i = Z^T W_i),
+    equal to the dense one up to rounding: the n x m product is then left to whoever needs it dense.
+    Outputs are finite or a ValueError says why.
     """
     rule = parse_rank(rank)
     if svd not in SVD_BACKENDS:
@@ -113,7 +117,10 @@ def decompose(
     total = sum(norms)
     weights = [n / total if total > 0 else 1.0 / len(vectors) for n in norms]
     combined = sum(w * c for w, c in zip(weights, coefficients, strict=True))
-    result.merged_shared = (z_work @ combined.to(work)).to(dtype)
+    if factored:
+        result.merged_shared = LoRAFactors(z_work.to(dtype), combined.to(dtype), 1.0)
+    else:
+        result.merged_shared = (z_work @ combined.to(work)).to(dtype)
     result.shared_energy_fractions = [n * n / b.total_energy if b.total_energy > 0 else 0.0
                                       for n, b in zip(norms, bases, strict=True)]
     if largest >= OVERFLOW_MARGIN * torch.finfo(dtype).max:

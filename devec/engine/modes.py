@@ -25,7 +25,8 @@ BasisFn = Callable[..., ColumnBasis]
 
 @dataclass
 class PairwiseResult:
-    """The merged shared component (eq. 14) and the shared dimension d of every pair (i, j), i < j."""
+    """The merged shared component (eq. 14) and the shared dimension d of every pair (i, j), i < j (``factored``:
+    the components of dense pools are :class:`LoRAFactors` ``Z_ij @ C_ij`` of rank d)."""
 
     merged_shared: dict[tuple[int, int], TaskVector]
     shared_dims: dict[tuple[int, int], int]
@@ -58,15 +59,16 @@ def pairwise(vectors: Sequence[TaskVector], tau: float = 0.85, rank="full", meth
 
 def pairwise_result(vectors: Sequence[TaskVector], tau: float = 0.85, rank="full", method: str = "lowrank",
                     svd: str = "auto", bases: Sequence[ColumnBasis] | None = None,
-                    basis_fn: BasisFn = column_basis) -> PairwiseResult:
-    """:func:`pairwise` with the shared dimension of every pair."""
+                    basis_fn: BasisFn = column_basis, factored: bool = False) -> PairwiseResult:
+    """:func:`pairwise` with the shared dimension of every pair. ``factored=True`` keeps each pair's component of a
+    dense pool as rank-d factors (k(k-1)/2 dense n x m outputs are most of pairwise mode's memory and time)."""
     rule = parse_rank(rank)
     vectors = check_pool(vectors, tau)  # any iterable, validated and converted once
     bases = list(bases) if bases is not None else [basis_fn(v, rule, svd=svd) for v in vectors]
     out = PairwiseResult({}, {})
     for i, j in combinations(range(len(vectors)), 2):
         d = decompose([vectors[i], vectors[j]], tau=tau, rank=rule, method=method, bases=[bases[i], bases[j]],
-                      validate=False, components=False)
+                      validate=False, components=False, factored=factored)
         out.merged_shared[(i, j)], out.shared_dims[(i, j)] = d.merged_shared, d.shared_dim
     return out
 

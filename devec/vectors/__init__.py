@@ -9,6 +9,7 @@ from devec.vectors.driver import (
     StoredVectors,
     decompose_model,
     decompose_to_store,
+    dense_state,
     iter_decompose,
     layer_group,
     store_for,
@@ -18,6 +19,6 @@ from devec.vectors.policy import ParamPolicy
 
 __all__ = [
     "Checkpoint", "DecompositionSettings", "InMemoryPool", "LayerResult", "ModelDecomposition", "ParamPolicy",
-    "SourcePool", "StoredDecomposition", "StoredVectors", "TaskVectorPool", "decompose_model",
-    "decompose_to_store", "iter_decompose", "layer_group", "open_checkpoint", "store_for", "task_vectors",
+    "SourcePool", "StoredDecomposition", "StoredVectors", "TaskVectorPool", "decompose_model", "decompose_to_store",
+    "dense_state", "iter_decompose", "layer_group", "open_checkpoint", "store_for", "task_vectors",
 ]

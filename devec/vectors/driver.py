@@ -176,6 +176,11 @@ class ModelDecomposition:
     unique_target: dict[str, TaskVector] = field(default_factory=dict)
     report: list[dict[str, Any]] = field(default_factory=list)
 
+    def pairwise_dense(self) -> list[dict[str, torch.Tensor]]:
+        """The pairwise shared components as dense state dicts, in pair order (0, 1), (0, 2), ... (pairwise mode
+        keeps decomposed matrices as rank-d :class:`LoRAFactors`; this forms each ``scale * B @ A``)."""
+        return [dense_state(self.pairwise_shared[pair]) for pair in sorted(self.pairwise_shared)]
+
     def add(self, layer: LayerResult) -> None:
         self.report.append(layer.report)
         if layer.action == "exclude":
@@ -190,6 +195,11 @@ class ModelDecomposition:
                 self.pairwise_shared.setdefault(pair, {})[layer.name] = v
         if layer.unique_target is not None:
             self.unique_target[layer.name] = layer.unique_target
+
+
+def dense_state(state: Mapping[str, TaskVector]) -> dict[str, torch.Tensor]:
+    """A state dict of components with every :class:`LoRAFactors` formed densely (``scale * B @ A``)."""
+    return {k: v.dense() if isinstance(v, LoRAFactors) else v for k, v in state.items()}
 
 
 class StoredVectors:
@@ -522,7 +532,9 @@ def _decompose_layer(name: str, vectors: list[TaskVector], settings: Decompositi
         report.update(shared_dim=d.shared_dim, shared_energy=sum(energy) / len(energy),
                       unique_energy=1 - sum(energy) / len(energy))
     elif settings.mode == "pairwise":
-        r = engine_modes.pairwise_result(matrices, tau, rule, method, svd, bases=bases)
+        # matrices keep each pair's part as rank-d factors (ModelDecomposition.pairwise_dense forms them); conv
+        # and other reshaped weights are restored dense to their shape
+        r = engine_modes.pairwise_result(matrices, tau, rule, method, svd, bases=bases, factored=len(shape) == 2)
         layer.pairwise_shared = {pair: _restore(v, shape) for pair, v in r.merged_shared.items()}
         dims = list(r.shared_dims.values())
         report.update(shared_dim=sum(dims) / len(dims), shared_dim_max=max(dims))

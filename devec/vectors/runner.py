@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from devec import io
 from devec.runtime import Run
 from devec.vectors.demo import demo_checkpoints
-from devec.vectors.driver import DecompositionSettings, decompose_model, store_for
+from devec.vectors.driver import DecompositionSettings, decompose_model, dense_state, store_for
 from devec.vectors.model import TaskVectorPool
 from devec.vectors.sharing import sharing_figure, sharing_line, sharing_rows, sharing_summary
 
@@ -78,7 +78,7 @@ def _write_components(run: Run, md, mode: str, tau: float, rank: str) -> list[st
         out["merged_shared.safetensors"] = md.merged_shared
     elif mode == "pairwise":
         for (i, j), s in md.pairwise_shared.items():
-            out[f"pairwise_shared_{i}_{j}.safetensors"] = s
+            out[f"pairwise_shared_{i}_{j}.safetensors"] = dense_state(s)
     else:
         out["unique_target.safetensors"] = md.unique_target
     for name, tensors in out.items():

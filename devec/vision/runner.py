@@ -54,7 +54,7 @@ def pairwise_shared(vectors: list[dict[str, torch.Tensor]], decomposition: Mappi
     md = decompose_model(vectors, settings, basis_fn=settings.basis_fn(cache_dir), progress=False)
     if on_report is not None:
         on_report(md.report)
-    return [md.pairwise_shared[pair] for pair in sorted(md.pairwise_shared)]
+    return md.pairwise_dense()
 
 
 def method_configs(cfg: DictConfig) -> dict[str, tuple[str, DictConfig]]:
@@ -272,7 +272,7 @@ def _ablation_parts(vectors: list[dict[str, torch.Tensor]], decomposition: Mappi
     else:
         settings = DecompositionSettings.from_config(decomposition, mode="pairwise")
         md = decompose_model(vectors, settings, basis_fn=settings.basis_fn(cache_dir), progress=False)
-        shared = [md.pairwise_shared[pair] for pair in sorted(md.pairwise_shared)]
+        shared = md.pairwise_dense()
         unique = pairwise_unique(vectors, decomposition, str(a.get("unique", "iterative")), cache_dir)
     dims = [r["shared_dim"] for r in md.report if "shared_dim" in r]
     if on_report is not None:

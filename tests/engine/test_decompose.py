@@ -61,6 +61,30 @@ def test_components_false_gives_the_same_merged_shared_without_the_full_size_par
         assert merged_only.shared == [] and merged_only.unique == []
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_factored_merged_shared_is_rank_d_and_equals_the_dense_one(dtype):
+    vectors, _ = planted(n=50, m=40, shared=4, unique=3, k=2, seed=7)
+    vectors = [v.to(dtype) for v in vectors]
+    dense = decompose(vectors, tau=0.85, rank="full", components=False)
+    factored = decompose(vectors, tau=0.85, rank="full", components=False, factored=True)
+    kept = factored.merged_shared
+    assert isinstance(kept, LoRAFactors) and kept.dtype == dtype
+    assert kept.B.shape == (50, dense.shared_dim) and kept.A.shape == (dense.shared_dim, 40)
+    eps = torch.finfo(dtype).eps
+    scale = float(dense.merged_shared.double().norm())
+    assert float((kept.dense().double() - dense.merged_shared.double()).norm()) <= 50 * eps * scale
+    assert factored.shared_energy() == pytest.approx(dense.shared_energy(), abs=10 * eps)
+
+
+def test_factored_pool_that_shares_nothing_gives_an_empty_factor():
+    gen = torch.Generator().manual_seed(0)
+    q = torch.linalg.qr(torch.randn(40, 8, generator=gen, dtype=torch.float64))[0]
+    a, b = q[:, :4] @ torch.randn(4, 30, generator=gen, dtype=torch.float64), q[:, 4:] @ torch.randn(
+        4, 30, generator=gen, dtype=torch.float64)
+    kept = decompose([a, b], tau=0.85, rank="full", components=False, factored=True).merged_shared
+    assert kept.B.shape == (40, 0) and not kept.dense().any()
+
+
 def _factor(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     u, s, vh = torch.linalg.svd(v, full_matrices=False)
     r = int((s > 1e-10 * s[0]).sum())

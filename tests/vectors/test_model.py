@@ -36,14 +36,28 @@ def test_joint_matches_engine_and_policies_apply():
     assert rows["block.bias"]["action"] == "average" and rows["tok_embeddings.weight"]["action"] == "pass_through"
 
 
+def test_pairwise_keeps_reshaped_weights_dense_in_their_shape_and_stores_factors():
+    pool = _pool(3)
+    md = decompose_model(pool, mode="pairwise", rank="full", progress=False)
+    for pair, state in zip(sorted(md.pairwise_shared), md.pairwise_dense(), strict=True):
+        conv = md.pairwise_shared[pair]["conv.weight"]
+        assert isinstance(conv, torch.Tensor) and conv.shape == (12, 4, 3, 3)
+        assert isinstance(md.pairwise_shared[pair]["block.weight"], LoRAFactors)
+        assert all(isinstance(v, torch.Tensor) and v.shape == pool[0][k].shape for k, v in state.items())
+
+
 def test_pairwise_and_iterative_match_engine_and_exclude_drops_parameters():
     pool = _pool(4)
     policy = ParamPolicy(vectors="exclude", exclude=(r"^conv\.",))
     md = decompose_model(pool, mode="pairwise", rank="full", policy=policy, progress=False)
     assert len(md.pairwise_shared) == 6
     engine = pairwise([tv["block.weight"] for tv in pool], rank="full")
+    dense = dict(zip(sorted(md.pairwise_shared), md.pairwise_dense(), strict=True))
+    rows = {r["name"]: r for r in md.report}
     for pair, v in engine.items():
-        torch.testing.assert_close(md.pairwise_shared[pair]["block.weight"], v)
+        kept = md.pairwise_shared[pair]["block.weight"]  # a matrix's pairwise part stays factored, of rank d
+        assert isinstance(kept, LoRAFactors) and kept.B.shape[1] <= rows["block.weight"]["shared_dim_max"]
+        torch.testing.assert_close(dense[pair]["block.weight"], v)
     assert "block.bias" not in md.pairwise_shared[(0, 1)]  # excluded: not edited
     assert md.pairwise_shared[(0, 1)]["conv.weight"].abs().max() == 0  # name-excluded matrix: passed through
     it = decompose_model(pool, mode="iterative", rank="full", target=2, progress=False)

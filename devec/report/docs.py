@@ -55,8 +55,10 @@ def block_text(target: str | Path, name: str) -> str:
         lines += [f"Table ({note}):", "", markdown_table(table, list(dict.fromkeys(k for r in table for k in r)))]
     effects = effect_rows(runs, keys)
     if effects:
-        lines += ["DeVec's effect (DeVec minus its baseline, paired by seed; the verdict follows the 95 % interval):",
-                  "", *(f"- {line}" for line in effect_lines(effects, keys)), ""]
+        derived = ("; computed from the table rows above, as the runner computes them: these results.json predate "
+                   "its effect records" if any(e.get("from_rows") for e in effects) else "")
+        lines += ["DeVec's effect (DeVec minus its baseline, paired by seed; the verdict follows the 95 % interval"
+                  f"{derived}):", "", *(f"- {line}" for line in effect_lines(effects, keys)), ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

@@ -9,6 +9,7 @@ model); the verdict reads the interval of the improvement in that direction.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -17,12 +18,17 @@ from typing import Any
 
 from scipy import stats
 
-from devec.report.collect import EFFECTS_KEY, RunRecord
+from devec.report.collect import EFFECTS_KEY, RunRecord, lookup
 
 log = logging.getLogger(__name__)
 
 RECORD_KEYS = ("id", "comparison", "metric", "devec", "baseline", "delta", "higher_is_better")
 """What every effect record holds (a runner may add more keys, e.g. ``baseline_id``)."""
+
+FROM_ROWS = {"devec.vision.runner.table3": "devec.vision.runner:table3_effects"}
+"""Runners (``runner._target_``) whose effect records are a function of their results' ``rows`` alone: for a
+results.json written before the runner recorded ``effects``, :func:`run_effects` computes them from those rows, the
+very numbers the runner compares (``module:function``, called with the rows)."""
 
 HELPS, HURTS, NO_EFFECT, ONE_SEED = "DeVec helps", "DeVec hurts", "no measurable effect", "one seed: no interval"
 
@@ -138,14 +144,30 @@ def check_record(record: Any, where: str = "") -> Mapping[str, Any]:
     return record
 
 
+def run_effects(run: RunRecord) -> list[Mapping[str, Any]]:
+    """The effect records of one run: its results' ``effects``, else those its runner's rows give (FROM_ROWS), each
+    marked ``from_rows``; empty when it has neither."""
+    records = run.results.get(EFFECTS_KEY)
+    if records is not None:
+        return list(records)
+    source = FROM_ROWS.get(str(lookup(run.config, "runner._target_")))
+    rows = run.results.get("rows")
+    if source is None or not isinstance(rows, list):
+        return []
+    module, _, name = source.partition(":")
+    derive = getattr(importlib.import_module(module), name)
+    return [{**record, "from_rows": True} for record in derive(rows)]
+
+
 def effect_rows(runs: Sequence[RunRecord], keys: Sequence[str] = ()) -> list[dict[str, Any]]:
     """The effects table: one row per setting of ``keys`` (the swept keys not averaged) and comparison (id, metric),
-    over that setting's runs (seeds): mean values, mean difference, ci95, its ends, n, seeds and the verdict."""
+    over that setting's runs (seeds): mean values, mean difference, ci95, its ends, n, seeds and the verdict
+    (``from_rows``: true when some run's records were computed from its rows, see :func:`run_effects`)."""
     groups: dict[tuple, list[tuple[Any, Mapping[str, Any]]]] = {}
     settings: dict[tuple, dict[str, Any]] = {}
     for run in runs:
         setting = {k: run.setting(k) for k in keys}
-        for record in run.results.get(EFFECTS_KEY) or []:
+        for record in run_effects(run):
             check_record(record, f"{run.path}/results.json: ")
             key = (*(str(v) for v in setting.values()), str(record["id"]), str(record["metric"]))
             groups.setdefault(key, []).append((run.results.get("seed"), record))
@@ -157,7 +179,8 @@ def effect_rows(runs: Sequence[RunRecord], keys: Sequence[str] = ()) -> list[dic
             log.warning("effect %s: several runs of the same seed in one setting (seeds %s); each counts once",
                         key[-2:], seeds)
         effect = summarize([r for _, r in pairs])
-        rows.append({**settings[key], "id": key[-2], **effect.row(), "seeds": ",".join(map(str, seeds))})
+        rows.append({**settings[key], "id": key[-2], **effect.row(), "seeds": ",".join(map(str, seeds)),
+                     "from_rows": any(r.get("from_rows", False) for _, r in pairs)})
     return rows
 
 

@@ -40,3 +40,15 @@ def planted(n: int, m: int, shared: int, unique: int, k: int, seed: int = 0, sig
         w = basis @ torch.randn(shared + unique, m, generator=gen, dtype=torch.float64)
         vectors.append(w + sigma * torch.randn(n, m, generator=gen, dtype=torch.float64))
     return vectors, q[:, :shared]
+
+
+def tiny_clip_config():
+    """A transformers CLIPConfig of a tiny CLIP (2 vision layers, 16 px images) for full-format fixtures."""
+    from transformers import CLIPConfig
+
+    return CLIPConfig(
+        text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=16),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=16, patch_size=8),
+        projection_dim=16)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from devec.vision.clip import arch_from_hf_config
+from tests.conftest import tiny_clip_config
 
 torch.set_num_threads(1)
 TASKS = 2
@@ -14,16 +15,9 @@ TASKS = 2
 @pytest.fixture(scope="module")
 def tiny_mirror(tmp_path_factory):
     """A vision mirror of a tiny CLIP: the first two Table 1 tasks, FusionBench and task_vectors layouts."""
-    from transformers import CLIPConfig
-
     from devec.fixtures import vision
 
-    config = CLIPConfig(
-        text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=16),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=16, patch_size=8),
-        projection_dim=16)
+    config = tiny_clip_config()
     out = tmp_path_factory.mktemp("mirror")
     vision.build(out, members=TASKS, n_train=2, n_test=2, config=config)
     return out

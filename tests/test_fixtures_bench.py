@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import tiny_clip_config
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -43,16 +45,9 @@ def test_llama_child_accounts_for_the_whole_call(bench, tmp_path):
 
 
 def test_vision_child_accounts_for_the_whole_call_and_times_the_dense_pairs_apart(bench, tmp_path):
-    from transformers import CLIPConfig
-
     from devec.fixtures.vision import pool_ids, table1_tasks, write_finetuned, write_pretrained
 
-    config = CLIPConfig(
-        text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=16),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=16, patch_size=8),
-        projection_dim=16)
+    config = tiny_clip_config()
     pre = write_pretrained(tmp_path, seed=0, config=config)
     for member, repo in enumerate(pool_ids(table1_tasks()).values()):
         write_finetuned(tmp_path, repo, pre, member, seed=0, config=config)

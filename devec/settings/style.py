@@ -30,10 +30,26 @@ def _check_style(cfg: DictConfig) -> None:
     if len(names) < 2 or len(set(names)) != len(names):
         raise ConfigError(f"pool.styles names {names}: give at least two styles, each with its own name")
     picked = _mixed(cfg, method.mix, pool.styles)
+    _check_common(getattr(pool, "lora_train", None), names)
     if isinstance(pool, HubPool):
         needed = picked if method.decompose_over == "mix" or len(picked) == 1 else names
         _check_files(pool, needed)
     check_device("device", cfg.device)
+
+
+def _check_common(train: Any, names: Sequence[str]) -> None:
+    """``pool.lora_train.common`` of the embedded pool: a known change, given to styles the pool has."""
+    if not train:
+        return
+    from devec.style.data import COMMON, common_spec
+
+    try:
+        change, styles = common_spec(train.get("common", "none"))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    names_in("pool.lora_train.common.change", [change], sorted(COMMON), "the common changes")
+    if styles is not None:
+        names_in("pool.lora_train.common.styles", styles, list(names), "pool.styles")
 
 
 def _mixed(cfg: DictConfig, mix: Any, styles: Sequence[dict[str, Any]]) -> list[str]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
 COLOURS = {
@@ -142,6 +145,17 @@ def frame(x: torch.Tensor, width: int = 2) -> torch.Tensor:
 
 
 COMMON = {"none": lambda x: x, "frame": frame}
+
+
+def common_spec(value: Any) -> tuple[str, list[str] | None]:
+    """``pool.lora_train.common`` as (change, styles that get it; None: every style): a change name (``none``,
+    ``frame``) or ``{change: NAME, styles: [STYLE, ...]}``."""
+    if isinstance(value, str):
+        return value, None
+    if isinstance(value, Mapping) and set(value) == {"change", "styles"} and not isinstance(value["styles"], str):
+        return str(value["change"]), [str(s) for s in value["styles"]]
+    raise ValueError(f"pool.lora_train.common={value!r}: use a change name ({', '.join(sorted(COMMON))}) or "
+                     "{change: NAME, styles: [STYLE, ...]} for the styles that share it")
 
 
 def common_change(name: str, images: torch.Tensor) -> torch.Tensor:

@@ -140,7 +140,10 @@ def _train_lora(pipe: Any, style: str, path: Path, train: Mapping[str, Any], siz
     # same_init: one recipe and seed for every style (the same initial A); otherwise each style its own.
     torch.manual_seed(seed if train.get("same_init", False) else seed + sum(map(ord, style)))
     content, prompts, _ = data.make_content(int(train["images"]), size, seed + 7)
-    images = data.common_change(str(train.get("common", "none")), data.apply_style(style, content))
+    change, sharing = data.common_spec(train.get("common", "none"))
+    images = data.apply_style(style, content)
+    if sharing is None or style in sharing:
+        images = data.common_change(change, images)
     config = LoraConfig(r=int(train["rank"]), lora_alpha=float(train["alpha"]),
                         target_modules=list(train["target_modules"]), init_lora_weights="gaussian")
     pipe.transformer.add_adapter(config, adapter_name=style)

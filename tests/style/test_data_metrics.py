@@ -111,3 +111,12 @@ def test_style_numbers_of_a_row_cover_each_style_and_the_weakest():
     assert row["strength/a"] == pytest.approx(1.0) and row["specific/a"] == pytest.approx(1.0)
     assert row["min_specific"] == min(row[f"specific/{n}"] for n in alone) < 1.0
     assert row["min_strength"] <= row["mean_strength"] and set(row) >= {"common_strength", "similarity/b"}
+
+
+def test_the_common_change_goes_to_every_style_or_to_the_named_ones():
+    assert data.common_spec("frame") == ("frame", None)
+    assert data.common_spec({"change": "frame", "styles": ["stripes", "warm"]}) == ("frame", ["stripes", "warm"])
+    with pytest.raises(ValueError, match="pool.lora_train.common"):
+        data.common_spec({"change": "frame", "styles": "stripes"})
+    with pytest.raises(ValueError, match="pool.lora_train.common"):
+        data.common_spec({"change": "frame"})

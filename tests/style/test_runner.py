@@ -117,3 +117,16 @@ def test_every_style_number_of_the_table_is_an_effect_with_the_paper_direction()
     assert all(r["id"] == "unique@1" and r["delta"] == pytest.approx(0.5) for r in records)
     direction = {r["metric"]: r["higher_is_better"] for r in records}
     assert direction.pop("common_strength") is False and all(direction.values())
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("pool.lora_train.common={change:frame,styles:[stripes,nope]}", "pool.lora_train.common.styles: unknown 'nope'"),
+    ("pool.lora_train.common={change:halo,styles:[stripes]}", "pool.lora_train.common.change: unknown 'halo'"),
+    ("pool.lora_train.common=halo", "pool.lora_train.common.change: unknown 'halo'"),
+    ("pool.lora_train.common={change:frame,styles:stripes}", "pool.lora_train.common="),
+])
+def test_a_bad_common_change_fails_before_any_training(override, message):
+    from devec.settings import ConfigError, validate
+
+    with pytest.raises(ConfigError, match=message):
+        validate(_cfg(override))

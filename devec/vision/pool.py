@@ -225,14 +225,19 @@ def pretrain_embedded(cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], corpu
                       cache_dir: Path, progress: Any = None) -> tuple[nn.Module, list[float]]:
     """Pre-train the embedded CLIP from scratch as the pool config ``cfg`` says; the model and its loss curve."""
     arch, pre_cfg, seed = plain(cfg["arch"]), plain(cfg["pretrain"]), int(cfg.get("seed", 0))
-    torch.manual_seed(seed)
-    model = build_clip(arch)
+    model = _fresh_clip(arch, seed)
     images, captions = pretraining_corpus(corpus_tasks, int(pre_cfg["per_task"]), int(data_cfg["image_size"]),
                                           cache_dir, progress, context=pre_cfg.get("context"))
     losses = pretrain_clip(model, images, captions, tokenizer(arch), int(pre_cfg["steps"]),
                            int(pre_cfg["batch_size"]), float(pre_cfg["lr"]), seed=seed, progress=progress,
                            lock_token_embedding=bool(pre_cfg.get("lock_token_embedding", True)))
     return model.eval(), losses
+
+
+def _fresh_clip(arch: Mapping[str, Any], seed: int) -> nn.Module:
+    """The embedded CLIP of ``arch`` at its seeded initialisation (pre-training's start; loaded weights replace it)."""
+    torch.manual_seed(seed)
+    return build_clip(arch)
 
 
 def _pretrained(cfg, data_cfg, corpus_tasks, cache_dir, progress) -> tuple[nn.Module, str, str]:
@@ -247,8 +252,7 @@ def _pretrained(cfg, data_cfg, corpus_tasks, cache_dir, progress) -> tuple[nn.Mo
             "seed": seed, "code": store.code_version(*MODEL_CODE)}
     if shipped is not None:
         state, record = shipped
-        torch.manual_seed(seed)
-        model = build_clip(arch)
+        model = _fresh_clip(arch, seed)
         model.load_state_dict(state)
         log.info("pre-trained CLIP: the shipped weights %s (seed %d, key %s, %s; zero-shot avg %.1f in the "
                  "manifest)%s", record["file"], seed, ship_key, record["dtype"], record["zero_shot_avg"], why)
@@ -256,10 +260,9 @@ def _pretrained(cfg, data_cfg, corpus_tasks, cache_dir, progress) -> tuple[nn.Mo
     key = store.config_key({**base, "pretrained": "trained"})
     root = cache_dir / "vision" / "models" / f"embedded-{key}"
     pre_path = root / "pretrained.safetensors"
-    torch.manual_seed(seed)
-    model = build_clip(arch)
     found = store.load_entry(pre_path, {"key": key})
     if found is not None:
+        model = _fresh_clip(arch, seed)
         model.load_state_dict(found[0])
         log.info("pre-trained CLIP: from the cache %s (%s)", pre_path, why)
         return model.eval(), key, "cached"

@@ -26,6 +26,7 @@ from devec.report.collect import (
 )
 from devec.report.effects import effect_lines, effect_rows
 from devec.report.plots import curve_figure
+from devec.report.regime import regime_lines, regime_rows
 from devec.report.tables import aggregate, pivot, seed_rows, write_table
 
 log = logging.getLogger("devec.report")
@@ -81,6 +82,10 @@ def build_report(sweep: str | Path, out_dir: str | Path | None = None, x: str | 
         columns = [*group_keys, *EFFECT_COLUMNS]
         files += write_table(out, "effects", [{c: e.get(c) for c in columns} for e in effects],
                              title="DeVec's effect: DeVec minus its baseline, mean over seeds and 95 % interval")
+    regime = regime_rows(runs, group_keys)
+    if regime:
+        files += write_table(out, "regime", regime, title="The regime the paper's claims presuppose: each check's "
+                                                          "mean over seeds, 95 % interval and status")
     figures: list[Path] = []
     if x is None and table:
         x = next((k for k in group_keys if all(is_number(r.get(k)) for r in table)), None)
@@ -105,7 +110,7 @@ def build_report(sweep: str | Path, out_dir: str | Path | None = None, x: str | 
             figures.append(_save(out / f"curve_{_slug(name)}_{_slug(y)}.png", fig))
     summary = {"sweep": str(sweep), "out_dir": str(out), "runs": len(runs), "missing": [str(m) for m in missing],
                "swept": keys, "x": x, "tables": [str(f) for f in files], "figures": [str(f) for f in figures],
-               "effects": effect_lines(effects, group_keys)}
+               "effects": effect_lines(effects, group_keys), "regime": regime_lines(regime, group_keys)}
     io.write_json(out / "report.json", summary)
     if wandb_mode and wandb_mode != "disabled":
         _log_wandb(out, sweep, table, figures, wandb_mode)
@@ -138,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(sweep_md.read_text())
     for line in summary["effects"]:
         print(line)
+    for line in summary["regime"]:
+        print(f"regime: {line}")
     print(f"{summary['runs']} runs, swept {summary['swept'] or 'nothing'}; tables and plots in {summary['out_dir']}")
 
 

@@ -27,6 +27,7 @@ import yaml
 
 from devec.report.collect import RunRecord, collect_runs, find_sweep, swept_keys
 from devec.report.effects import effect_lines, effect_rows
+from devec.report.regime import regime_lines, regime_rows
 from devec.report.tables import seed_rows
 from devec.runtime import markdown_table
 
@@ -59,6 +60,11 @@ def block_text(target: str | Path, name: str) -> str:
                    "its effect records" if any(e.get("from_rows") for e in effects) else "")
         lines += ["DeVec's effect (DeVec minus its baseline, paired by seed; the verdict follows the 95 % interval"
                   f"{derived}):", "", *(f"- {line}" for line in effect_lines(effects, keys)), ""]
+    regime = regime_rows(runs, keys)
+    if regime:
+        lines += ["The regime the paper's claims presuppose (each check's mean over seeds and 95 % interval; it holds "
+                  "when the whole interval is within the bounds, fails when wholly outside, else undecided):", "",
+                  *(f"- {line}" for line in regime_lines(regime, keys)), ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

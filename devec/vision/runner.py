@@ -133,8 +133,46 @@ def table1(cfg: DictConfig, run: Run) -> dict[str, Any]:
         run.save_table("table1_normalized", norm, columns, title="Table 1: normalized accuracy (% of individual)")
         result["normalized"] = norm
     result["effects"] = devec_effect(rows, {mid: m.baseline for mid, m, _ in _methods(cfg)})
-    _print_table(rows, columns, result["effects"])
+    result["regime"] = table1_regime(rows)
+    _print_table(rows, columns, result["effects"], result["regime"])
     return result
+
+
+TABLE1_REGIME = (
+    # id, check, (minuend row, subtrahend row) or a ratio, bounds: issue 14's miniature of Table 1's regime
+    ("gain_individual", "Individual - Pre-Trained (avg, points)", ("individual", "pretrained", "-"), 25.0, None),
+    ("gain_task_arithmetic", "Task Arithmetic (lambda on val) - Pre-Trained (avg, points)",
+     ("task_arithmetic_val", "pretrained", "-"), 8.0, None),
+    ("ta_over_wa", "Task Arithmetic (lambda on val) - Weight Averaging (avg, points)",
+     ("task_arithmetic_val", "weight_average", "-"), 0.0, None),
+    ("adamerging_over_ta", "AdaMerging (Layer) - Task Arithmetic (lambda on val) (avg, points)",
+     ("adamerging_layer", "task_arithmetic_val", "-"), 3.0, None),
+    ("ta_normalized", "Task Arithmetic (lambda on val) / Individual (avg, %)",
+     ("task_arithmetic_val", "individual", "/"), 60.0, 90.0),
+)
+"""Table 1's regime: the properties of the literature's CLIP merging that its claims presuppose (merging beats the
+pre-trained model and Weight Averaging, AdaMerging (Layer) beats Task Arithmetic, Task Arithmetic keeps most of
+Individual), with the bounds a faithful miniature should meet. The paper's value of each comes from its Table 1
+(Task Arithmetic's row for ours with lambda on validation)."""
+
+
+def table1_regime(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The regime checks of one Table 1 run (:mod:`devec.report.regime`), those whose rows the run has."""
+    from devec.paper_numbers import TABLE1, paper_value
+    from devec.report.regime import check_record
+
+    avg = {r["id"]: float(r["avg"]) for r in rows if "avg" in r}
+    paper = {rid: paper_value(TABLE1, "task_arithmetic" if rid == "task_arithmetic_val" else rid, "avg")
+             for rid in avg}
+    out = []
+    for cid, text, (a, b, op), low, high in TABLE1_REGIME:
+        if a not in avg or b not in avg:
+            continue
+        value = avg[a] - avg[b] if op == "-" else 100.0 * avg[a] / avg[b]
+        pa, pb = paper.get(a), paper.get(b)
+        ref = None if pa is None or pb is None else (pa - pb if op == "-" else 100.0 * pa / pb)
+        out.append(check_record(cid, text, value, low, high, paper=ref))
+    return out
 
 
 def _shared_if_needed(cfg: DictConfig, run: Run, pool: VisionPool, names: Sequence[str]
@@ -172,13 +210,15 @@ def devec_effect(rows: Sequence[Mapping[str, Any]], baselines: Mapping[str, str 
     return out
 
 
-def _print_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], effects: Sequence[Mapping[str, Any]]
-                 ) -> None:
+def _print_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], effects: Sequence[Mapping[str, Any]],
+                 regime: Sequence[Mapping[str, Any]] = ()) -> None:
     from devec.report.effects import print_effects
+    from devec.report.regime import print_checks
     from devec.runtime import markdown_table
 
     print("\n" + markdown_table(rows, columns, floatfmt=".1f"))
     print_effects(effects)
+    print_checks(regime)
 
 
 # ---------------------------------------------------------------- Table 2: generalization to held-out tasks

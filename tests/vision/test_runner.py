@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from omegaconf import open_dict
 
 from devec.cli import execute
@@ -50,6 +51,13 @@ def test_table1_cli_runs_every_method_with_and_without_devec_and_reuses_the_cach
         ("ties", "ties_devec"), ("adamerging_task", "adamerging_task_devec"),
         ("adamerging_layer", "adamerging_layer_devec"), ("adamerging_plus_layer", "adamerging_plus_layer_devec")}
     assert [r["paper"] for r in results["rows"]] == sorted((r["paper"] for r in results["rows"]), reverse=True)
+    # the regime checks: every one of Table 1's, computed from the run's own rows, printed with their bounds
+    avg = {r["id"]: r["avg"] for r in results["rows"]}
+    regime = {c["id"]: c for c in results["regime"]}
+    assert set(regime) == {"gain_individual", "gain_task_arithmetic", "ta_over_wa", "adamerging_over_ta",
+                           "ta_normalized"}
+    assert regime["adamerging_over_ta"]["value"] == pytest.approx(avg["adamerging_layer"] - avg["task_arithmetic_val"])
+    assert "Regime (one run" in p.stdout and "AdaMerging (Layer) - Task Arithmetic (lambda on val)" in p.stdout
     assert "Task Arithmetic + DeVec" in (run / "table1_accuracy.md").read_text()
     assert (run / "table1_normalized.csv").exists() and list((run / "wandb").glob("offline-run-*"))
     assert "DeVec" in p.stdout and "| method |" in p.stdout

@@ -1,0 +1,122 @@
+"""Whether a run's setting is in the regime a paper's claims presuppose, checked over seeds.
+
+A claim such as "DeVec lifts AdaMerging" is only asked in a setting where the baselines behave as in the
+literature (merging beats the pre-trained model, AdaMerging beats Task Arithmetic, ...). A runner writes such
+preconditions into results.json as ``regime``: a list of :func:`check_record` dicts, one number per run with the
+bounds it should lie within. Over runs (seeds) :func:`regime_rows` gives each check's mean, its 95 % Student-t
+interval and a status that follows the interval: ``holds`` when the whole interval lies within the bounds,
+``fails`` when it lies wholly outside them, ``undecided`` otherwise (one run: ``one seed``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from devec.report.collect import RunRecord, lookup
+from devec.report.effects import ci95
+
+REGIME_KEY = "regime"
+HOLDS, FAILS, UNDECIDED, ONE_SEED = "holds", "fails", "undecided", "one seed"
+RECORD_KEYS = ("id", "check", "value", "low", "high")
+
+FROM_ROWS = {"devec.vision.runner.table1": "devec.vision.runner:table1_regime"}
+"""Runners whose regime checks are a function of their results' ``rows`` alone: for a results.json written before
+the runner recorded ``regime``, :func:`run_checks` computes them from those rows (``module:function``)."""
+
+
+def check_record(id: str, check: str, value: float, low: float | None = None, high: float | None = None,
+                 paper: float | None = None) -> dict[str, Any]:
+    """One run's check: ``value`` should lie in [``low``, ``high``] (an open end: None); ``paper`` the paper's."""
+    if low is None and high is None:
+        raise ValueError(f"regime check {id!r}: give low, high or both")
+    return {"id": str(id), "check": str(check), "value": float(value),
+            "low": None if low is None else float(low), "high": None if high is None else float(high),
+            "paper": None if paper is None else float(paper)}
+
+
+def status(mean: float, half: float | None, low: float | None, high: float | None) -> str:
+    """HOLDS when [mean - half, mean + half] lies within [low, high], FAILS when it lies wholly outside, else
+    UNDECIDED; ONE_SEED without an interval."""
+    if half is None:
+        return ONE_SEED
+    lo, hi = mean - half, mean + half
+    below = low is not None and hi < low
+    above = high is not None and lo > high
+    if below or above:
+        return FAILS
+    if (low is None or lo >= low) and (high is None or hi <= high):
+        return HOLDS
+    return UNDECIDED
+
+
+def run_checks(run: RunRecord) -> list[Mapping[str, Any]]:
+    """The regime checks of one run: its results' ``regime``, else those its runner's rows give (FROM_ROWS)."""
+    records = run.results.get(REGIME_KEY)
+    if records is not None:
+        return list(records)
+    source = FROM_ROWS.get(str(lookup(run.config, "runner._target_")))
+    rows = run.results.get("rows")
+    if source is None or not isinstance(rows, list):
+        return []
+    module, _, name = source.partition(":")
+    return list(getattr(importlib.import_module(module), name)(rows))
+
+
+def regime_rows(runs: Sequence[RunRecord], keys: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """One row per setting of ``keys`` and check: the mean over that setting's runs, the interval's half-width and
+    ends, the bounds, the paper's value, n, the seeds and the status."""
+    groups: dict[tuple, list[tuple[Any, Mapping[str, Any]]]] = {}
+    settings: dict[tuple, dict[str, Any]] = {}
+    for run in runs:
+        setting = {k: run.setting(k) for k in keys}
+        for record in run_checks(run):
+            missing = [k for k in RECORD_KEYS if k not in record]
+            if missing:
+                raise ValueError(f"{run.path}/results.json: regime: a check lacks {', '.join(missing)} "
+                                 "(devec.report.regime.check_record builds one)")
+            key = (*(str(v) for v in setting.values()), str(record["id"]))
+            groups.setdefault(key, []).append((run.results.get("seed"), record))
+            settings.setdefault(key, setting)
+    rows = []
+    for key, pairs in groups.items():
+        values = [float(r["value"]) for _, r in pairs]
+        first = pairs[0][1]
+        mean, half = math.fsum(values) / len(values), ci95(values)
+        rows.append({**settings[key], "id": key[-1], "check": first["check"], "mean": mean, "ci95": half,
+                     "low": first["low"], "high": first["high"], "paper": first.get("paper"), "n": len(values),
+                     "seeds": ",".join(str(s) for s, _ in pairs),
+                     "status": status(mean, half, first["low"], first["high"])})
+    return rows
+
+
+def bounds_text(low: float | None, high: float | None) -> str:
+    """``>= 25``, ``<= 90`` or ``in [60, 90]``."""
+    if low is not None and high is not None:
+        return f"in [{low:g}, {high:g}]"
+    return f">= {low:g}" if low is not None else f"<= {high:g}"
+
+
+def regime_lines(rows: Sequence[Mapping[str, Any]], keys: Sequence[str] = (), digits: int = 1) -> list[str]:
+    """One line per row of :func:`regime_rows`: status, check, mean [interval], the bounds and the paper's value."""
+    lines = []
+    for r in rows:
+        interval = ("" if r["ci95"] is None else
+                    f" [95 % interval {r['mean'] - r['ci95']:.{digits}f}, {r['mean'] + r['ci95']:.{digits}f}]")
+        paper = "" if r.get("paper") is None else f"; the paper: {r['paper']:.{digits}f}"
+        prefix = ", ".join(f"{k}={r.get(k)}" for k in keys)
+        line = (f"{r['status']}: {r['check']} = {r['mean']:.{digits}f}{interval} (should be "
+                f"{bounds_text(r['low'], r['high'])}{paper}; n = {r['n']})")
+        lines.append(f"[{prefix}] {line}" if prefix else line)
+    return lines
+
+
+def print_checks(records: Sequence[Mapping[str, Any]]) -> None:
+    """Print one run's checks (value, bounds, the paper's value): one seed gives no status."""
+    if records:
+        print("Regime (one run; `devec-report` over seeds gives each an interval and a status):")
+    for r in records:
+        paper = "" if r.get("paper") is None else f"; the paper: {r['paper']:.1f}"
+        print(f"  {r['check']} = {r['value']:.1f} (should be {bounds_text(r['low'], r['high'])}{paper})")

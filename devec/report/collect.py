@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -16,6 +17,8 @@ NOT_METRICS = ("seed", "seconds")
 """results.json keys that describe a run rather than measure it."""
 EFFECTS_KEY = "effects"
 """results.json key of DeVec's per-run effect records (devec.report.effects): a table of their own, not a curve."""
+REGIME_KEY = "regime"
+"""results.json key of a run's regime checks (devec.report.regime): a table of their own, not a curve."""
 
 
 @dataclass
@@ -93,7 +96,7 @@ def curves(results: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Lists of row dicts in results.json (e.g. a coefficient sweep inside one run), by their dotted key."""
     out = {}
     for key, value in flatten(results, keep_lists=True).items():
-        if key == EFFECTS_KEY:
+        if key in (EFFECTS_KEY, REGIME_KEY):
             continue
         if isinstance(value, list) and value and all(isinstance(row, Mapping) for row in value):
             out[key] = [dict(flatten(row)) for row in value]
@@ -178,3 +181,18 @@ def _hashable(value: Any) -> Any:
 
 def _natural(path: Path) -> tuple:
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.parts)
+
+
+def run_records(run: RunRecord, key: str, from_rows: Mapping[str, str]) -> tuple[list[Any], bool]:
+    """The records a run's results.json holds under ``key``; for a run written before its runner recorded them, those
+    ``from_rows[runner._target_]`` (``module:function``, called with the results' ``rows``) computes, the very numbers
+    the runner uses. Also whether they were computed; ``([], False)`` when the run has neither."""
+    records = run.results.get(key)
+    if records is not None:
+        return list(records), False
+    source = from_rows.get(str(lookup(run.config, "runner._target_")))
+    rows = run.results.get("rows")
+    if source is None or not isinstance(rows, list):
+        return [], False
+    module, _, name = source.partition(":")
+    return list(getattr(importlib.import_module(module), name)(rows)), True

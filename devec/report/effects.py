@@ -9,7 +9,6 @@ model); the verdict reads the interval of the improvement in that direction.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -18,7 +17,7 @@ from typing import Any
 
 from scipy import stats
 
-from devec.report.collect import EFFECTS_KEY, RunRecord, lookup
+from devec.report.collect import EFFECTS_KEY, RunRecord, run_records
 
 log = logging.getLogger(__name__)
 
@@ -147,16 +146,8 @@ def check_record(record: Any, where: str = "") -> Mapping[str, Any]:
 def run_effects(run: RunRecord) -> list[Mapping[str, Any]]:
     """The effect records of one run: its results' ``effects``, else those its runner's rows give (FROM_ROWS), each
     marked ``from_rows``; empty when it has neither."""
-    records = run.results.get(EFFECTS_KEY)
-    if records is not None:
-        return list(records)
-    source = FROM_ROWS.get(str(lookup(run.config, "runner._target_")))
-    rows = run.results.get("rows")
-    if source is None or not isinstance(rows, list):
-        return []
-    module, _, name = source.partition(":")
-    derive = getattr(importlib.import_module(module), name)
-    return [{**record, "from_rows": True} for record in derive(rows)]
+    records, derived = run_records(run, EFFECTS_KEY, FROM_ROWS)
+    return [{**record, "from_rows": True} for record in records] if derived else records
 
 
 def effect_rows(runs: Sequence[RunRecord], keys: Sequence[str] = ()) -> list[dict[str, Any]]:

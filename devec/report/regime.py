@@ -10,15 +10,13 @@ interval and a status that follows the interval: ``holds`` when the whole interv
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from devec.report.collect import RunRecord, lookup
+from devec.report.collect import REGIME_KEY, RunRecord, run_records
 from devec.report.effects import ci95
 
-REGIME_KEY = "regime"
 HOLDS, FAILS, UNDECIDED, ONE_SEED = "holds", "fails", "undecided", "one seed"
 RECORD_KEYS = ("id", "check", "value", "low", "high")
 
@@ -54,15 +52,7 @@ def status(mean: float, half: float | None, low: float | None, high: float | Non
 
 def run_checks(run: RunRecord) -> list[Mapping[str, Any]]:
     """The regime checks of one run: its results' ``regime``, else those its runner's rows give (FROM_ROWS)."""
-    records = run.results.get(REGIME_KEY)
-    if records is not None:
-        return list(records)
-    source = FROM_ROWS.get(str(lookup(run.config, "runner._target_")))
-    rows = run.results.get("rows")
-    if source is None or not isinstance(rows, list):
-        return []
-    module, _, name = source.partition(":")
-    return list(getattr(importlib.import_module(module), name)(rows))
+    return run_records(run, REGIME_KEY, FROM_ROWS)[0]
 
 
 def regime_rows(runs: Sequence[RunRecord], keys: Sequence[str] = ()) -> list[dict[str, Any]]:

@@ -50,15 +50,19 @@ def _rows(seed: int) -> list[dict]:
     return [{"id": rid, "method": rid, "avg": value} for rid, value in avg.items()]
 
 
-def _multirun(root: Path) -> Path:
-    """Three seeds of fake Table 1 runs with rows only, as written before the runner recorded ``regime``."""
+def _multirun(root: Path, with_regime: bool = False) -> Path:
+    """Three seeds of fake Table 1 runs; ``with_regime``: as the runner writes them now, else rows only (as written
+    before the runner recorded ``regime``)."""
     sweep = root / "multirun" / "table1_multitask" / "2026-01-01_00-00-00"
     for seed in range(3):
         job = sweep / str(seed)
         io.write_text(job / ".hydra" / "overrides.yaml", yaml.safe_dump(["experiment=table1_multitask",
                                                                          f"seed={seed}"]))
         io.write_text(job / "config.yaml", yaml.safe_dump({"runner": RUNNER, "name": "table1_multitask"}))
-        io.write_json(job / "results.json", {"experiment": "table1_multitask", "seed": seed, "rows": _rows(seed)})
+        results = {"experiment": "table1_multitask", "seed": seed, "rows": _rows(seed)}
+        if with_regime:
+            results["regime"] = table1_regime(results["rows"])
+        io.write_json(job / "results.json", results)
     return sweep
 
 
@@ -78,8 +82,9 @@ def test_table1_checks_are_differences_and_a_ratio_of_the_rows_with_the_papers_v
                                                                         if r["id"] != "adamerging_layer"])}
 
 
-def test_over_three_seeds_each_check_gets_its_interval_and_status(tmp_path):
-    runs, _ = collect_runs(_multirun(tmp_path))
+@pytest.mark.parametrize("with_regime", [True, False], ids=["records", "from_rows"])
+def test_over_three_seeds_each_check_gets_its_interval_and_status(tmp_path, with_regime):
+    runs, _ = collect_runs(_multirun(tmp_path, with_regime))
     table = {r["id"]: r for r in regime_rows(runs)}
     gaps = [_rows(s)[4]["avg"] - _rows(s)[3]["avg"] for s in range(3)]
     half = stats.t.ppf(0.975, 2) * statistics.stdev(gaps) / math.sqrt(3)
@@ -104,7 +109,8 @@ def test_devec_docs_writes_the_regime_beside_the_table(tmp_path):
 
 
 def test_devec_report_writes_the_regime_table_and_lines(tmp_path):
-    summary = build_report(_multirun(tmp_path), wandb_mode=None)
+    summary = build_report(_multirun(tmp_path, with_regime=True), wandb_mode=None)
     assert any(t.endswith("regime.csv") for t in summary["tables"])
     assert any(line.startswith(f"{HOLDS}: Individual - Pre-Trained") for line in summary["regime"])
     assert len(summary["regime"]) == len(TABLE1_REGIME)
+    assert not any("curve_regime" in t for t in summary["tables"])  # a table of its own, not a curve

@@ -183,16 +183,19 @@ def _natural(path: Path) -> tuple:
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.parts)
 
 
-def run_records(run: RunRecord, key: str, from_rows: Mapping[str, str]) -> tuple[list[Any], bool]:
+def run_records(run: RunRecord, key: str, derive: Mapping[str, str], from_results: bool = False
+                ) -> tuple[list[Any], bool]:
     """The records a run's results.json holds under ``key``; for a run written before its runner recorded them, those
-    ``from_rows[runner._target_]`` (``module:function``, called with the results' ``rows``) computes, the very numbers
-    the runner uses. Also whether they were computed; ``([], False)`` when the run has neither."""
+    ``derive[runner._target_]`` (``module:function``) computes from the results' ``rows`` (or, ``from_results``, from
+    the whole results), the very numbers the runner uses. Also whether they were computed; ``([], False)`` when the
+    run has neither."""
     records = run.results.get(key)
     if records is not None:
         return list(records), False
-    source = from_rows.get(str(lookup(run.config, "runner._target_")))
+    source = derive.get(str(lookup(run.config, "runner._target_")))
     rows = run.results.get("rows")
     if source is None or not isinstance(rows, list):
         return [], False
     module, _, name = source.partition(":")
-    return list(getattr(importlib.import_module(module), name)(rows)), True
+    function = getattr(importlib.import_module(module), name)
+    return list(function(run.results if from_results else rows)), True

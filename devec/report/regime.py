@@ -20,9 +20,11 @@ from devec.report.effects import ci95
 HOLDS, FAILS, UNDECIDED, ONE_SEED = "holds", "fails", "undecided", "one seed"
 RECORD_KEYS = ("id", "check", "value", "low", "high")
 
-FROM_ROWS = {"devec.vision.runner.table1": "devec.vision.runner:table1_regime"}
-"""Runners whose regime checks are a function of their results' ``rows`` alone: for a results.json written before
-the runner recorded ``regime``, :func:`run_checks` computes them from those rows (``module:function``)."""
+FROM_RESULTS = {"devec.vision.runner.table1": "devec.vision.runner:table1_regime",
+                "devec.toxicity.runner.table4": "devec.toxicity.runner:table4_regime",
+                "devec.style.runner.run": "devec.style.runner:mix_regime"}
+"""Runners whose regime checks are a function of their results alone: for a results.json written before the runner
+recorded ``regime``, :func:`run_checks` computes them from those results (``module:function``)."""
 
 
 def check_record(id: str, check: str, value: float, low: float | None = None, high: float | None = None,
@@ -51,8 +53,8 @@ def status(mean: float, half: float | None, low: float | None, high: float | Non
 
 
 def run_checks(run: RunRecord) -> list[Mapping[str, Any]]:
-    """The regime checks of one run: its results' ``regime``, else those its runner's rows give (FROM_ROWS)."""
-    return run_records(run, REGIME_KEY, FROM_ROWS)[0]
+    """The regime checks of one run: its results' ``regime``, else those its runner computes (FROM_RESULTS)."""
+    return run_records(run, REGIME_KEY, FROM_RESULTS, from_results=True)[0]
 
 
 def regime_rows(runs: Sequence[RunRecord], keys: Sequence[str] = ()) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from devec import io
+from devec.report.regime import check_record, print_checks
 from devec.resume import UnitStore, resolved_config
 from devec.runtime import Run, built
 from devec.style.grid import image_grid
@@ -106,9 +107,28 @@ def run(cfg: DictConfig, run: Run) -> dict:
         grid_rows = [(label, images[label][sel]) for label, *_ in settings]
         fig = image_grid(grid_rows, seeds, title=f'"{prompt}"  ({cfg.name})')
         run.save_figure(f"grid_{p_idx}_{_slug(prompt)}", fig)
-    return {"styles": [lora.name for lora in mixed], "decomposition": summary,
-            "rows": rows, "by_method": _by_method(rows, evaluator.adherence_name),
-            "effects": _print_effects(mix_effects(rows, method.methods, evaluator.adherence_name))}
+    result = {"styles": [lora.name for lora in mixed], "decomposition": summary,
+              "rows": rows, "by_method": _by_method(rows, evaluator.adherence_name),
+              "effects": _print_effects(mix_effects(rows, method.methods, evaluator.adherence_name))}
+    result["regime"] = mix_regime(result)
+    print_checks(result["regime"])
+    return result
+
+
+def mix_regime(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The regime of Sec. 4.2's claim (:mod:`devec.report.regime`): the mixed styles share a subspace (Fig. 4's
+    "overemphasis on shared components" presupposes one), in most decomposed modules more than random subspaces of
+    the same ranks would. None without a decomposition."""
+    dec = results.get("decomposition") or {}
+    share = dec.get("sharing") or {}
+    out = []
+    if "modules_with_shared" in dec:
+        out.append(check_record("shared_modules", "decomposed modules with a shared subspace",
+                                dec["modules_with_shared"], low=1.0))
+    if share.get("layers") and share.get("layers_above_chance") is not None:
+        out.append(check_record("sharing_above_chance", "decomposed modules sharing above chance, %",
+                                100 * share["layers_above_chance"] / share["layers"], low=50.0))
+    return out
 
 
 def style_numbers(mix: torch.Tensor, base: torch.Tensor, alone: Mapping[str, torch.Tensor]) -> dict[str, float]:

@@ -7,6 +7,7 @@ control tasks are picked by id (their lm-eval task ``name``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from omegaconf import DictConfig
 from devec import paper_numbers
 from devec.dtypes import torch_dtype
 from devec.report.effects import effect_record, print_effects
+from devec.report.regime import check_record, print_checks
 from devec.resume import UnitStore
 from devec.runtime import Run, plain, stage
 from devec.toxicity import evaluate, world
@@ -239,11 +241,37 @@ def table4(cfg: DictConfig, run: Run) -> dict[str, Any]:
         per_vector[s]["devec_negation"], per_vector[s][TV_NEGATION], base_scores, f"{s}/{bench.first_classifier(s)}",
         control_labels(bench), s, f"DeVec unique negation vs TV negation ({s} vector)")]
     print_effects(effects)
-    return {"rows": rows, "paper_rows": paper, "per_vector": long_rows, "vectors": {s: spec.vector_for(s)
-            for s in sets}, "lambda": chosen, "unique_energy": energy, "subpool": m.subpool, "effects": effects,
-            "sharing": sharing,
-            "removal_ratio": {s: removal_ratio(per_vector[s]["devec_negation"], per_vector[s][TV_NEGATION],
-                                               base_scores, f"{s}/{bench.first_classifier(s)}") for s in sets}}
+    result = {"rows": rows, "paper_rows": paper, "per_vector": long_rows, "vectors": {s: spec.vector_for(s)
+              for s in sets}, "lambda": chosen, "unique_energy": energy, "subpool": m.subpool, "effects": effects,
+              "sharing": sharing,
+              "removal_ratio": {s: removal_ratio(per_vector[s]["devec_negation"], per_vector[s][TV_NEGATION],
+                                                 base_scores, f"{s}/{bench.first_classifier(s)}") for s in sets}}
+    result["regime"] = table4_regime(result)
+    print_checks(result["regime"])
+    return result
+
+
+def table4_regime(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Table 4's regime checks (:mod:`devec.report.regime`) per toxic vector: unique negation removes at least 80 %
+    of the toxicity TV negation removes (the paper: ToxiGen 47.0 points against 6.0, RealTox 45.5 against 34.1),
+    and most of the toxic vector's decomposed layers share more with the sub-pool than random subspaces would."""
+    paper = {r["model"]: r for r in paper_numbers.table4_rows()}
+    base, tv, ours = (paper.get(f"{m} (paper)", {}) for m in ("LLaMA2-7B", "Task Vector [18]", "DeVec (Ours)"))
+    out = []
+    for s, ratio in (results.get("removal_ratio") or {}).items():
+        col = SET_COLUMNS.get(s, s)
+        try:
+            ref = 100 * (float(base[col]) - float(ours[col])) / (float(base[col]) - float(tv[col]))
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+            ref = None
+        if ratio is not None:
+            out.append(check_record(f"removal_{s}", f"toxicity removed by unique negation, % of TV negation's ({s} "
+                                    "vector)", 100 * float(ratio), low=80.0, paper=ref))
+        share = (results.get("sharing") or {}).get(s) or {}
+        if share.get("layers") and share.get("layers_above_chance") is not None:
+            out.append(check_record(f"sharing_{s}", f"decomposed layers sharing above chance, % ({s} vector)",
+                                    100 * share["layers_above_chance"] / share["layers"], low=50.0))
+    return out
 
 
 CONTROL_DISTANCE = "control tasks: mean |change| from pre-trained (points)"

@@ -133,7 +133,7 @@ def table1(cfg: DictConfig, run: Run) -> dict[str, Any]:
         run.save_table("table1_normalized", norm, columns, title="Table 1: normalized accuracy (% of individual)")
         result["normalized"] = norm
     result["effects"] = devec_effect(rows, {mid: m.baseline for mid, m, _ in _methods(cfg)})
-    result["regime"] = table1_regime(rows)
+    result["regime"] = table1_regime(result)
     _print_table(rows, columns, result["effects"], result["regime"])
     return result
 
@@ -156,12 +156,13 @@ Individual), with the bounds a faithful miniature should meet. The paper's value
 (Task Arithmetic's row for ours with lambda on validation)."""
 
 
-def table1_regime(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The regime checks of one Table 1 run (:mod:`devec.report.regime`), those whose rows the run has."""
+def table1_regime(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The regime checks of one Table 1 run (:mod:`devec.report.regime`) from its results' ``rows``: those whose rows
+    the run has."""
     from devec.paper_numbers import TABLE1, paper_value
     from devec.report.regime import check_record
 
-    avg = {r["id"]: float(r["avg"]) for r in rows if "avg" in r}
+    avg = {r["id"]: float(r["avg"]) for r in results["rows"] if "avg" in r}
     paper = {rid: paper_value(TABLE1, "task_arithmetic" if rid == "task_arithmetic_val" else rid, "avg")
              for rid in avg}
     out = []

@@ -61,7 +61,7 @@ def _multirun(root: Path, with_regime: bool = False) -> Path:
         io.write_text(job / "config.yaml", yaml.safe_dump({"runner": RUNNER, "name": "table1_multitask"}))
         results = {"experiment": "table1_multitask", "seed": seed, "rows": _rows(seed)}
         if with_regime:
-            results["regime"] = table1_regime(results["rows"])
+            results["regime"] = table1_regime(results)
         io.write_json(job / "results.json", results)
     return sweep
 
@@ -69,7 +69,7 @@ def _multirun(root: Path, with_regime: bool = False) -> Path:
 def test_table1_checks_are_differences_and_a_ratio_of_the_rows_with_the_papers_values():
     rows = _rows(1)
     avg = {r["id"]: r["avg"] for r in rows}
-    checks = {c["id"]: c for c in table1_regime(rows)}
+    checks = {c["id"]: c for c in table1_regime({"rows": rows})}
     assert list(checks) == [c[0] for c in TABLE1_REGIME]
     assert checks["gain_individual"]["value"] == pytest.approx(avg["individual"] - avg["pretrained"])
     assert checks["adamerging_over_ta"]["value"] == pytest.approx(avg["adamerging_layer"] - avg["task_arithmetic_val"])
@@ -78,8 +78,8 @@ def test_table1_checks_are_differences_and_a_ratio_of_the_rows_with_the_papers_v
     ta, ind = (paper_value(TABLE1, r, "avg") for r in ("task_arithmetic", "individual"))
     assert checks["ta_normalized"]["paper"] == pytest.approx(100 * ta / ind)  # TA (lambda on val) is the paper's TA
     # a run without a row a check needs leaves that check out, not the others
-    assert "adamerging_over_ta" not in {c["id"] for c in table1_regime([r for r in rows
-                                                                        if r["id"] != "adamerging_layer"])}
+    assert "adamerging_over_ta" not in {c["id"] for c in table1_regime({"rows": [
+        r for r in rows if r["id"] != "adamerging_layer"]})}
 
 
 @pytest.mark.parametrize("with_regime", [True, False], ids=["records", "from_rows"])
@@ -114,3 +114,27 @@ def test_devec_report_writes_the_regime_table_and_lines(tmp_path):
     assert any(line.startswith(f"{HOLDS}: Individual - Pre-Trained") for line in summary["regime"])
     assert len(summary["regime"]) == len(TABLE1_REGIME)
     assert not any("curve_regime" in t for t in summary["tables"])  # a table of its own, not a curve
+
+
+def test_table4_checks_each_toxic_vectors_removal_ratio_and_sharing_with_the_papers_ratio():
+    from devec.toxicity.runner import table4_regime
+
+    results = {"removal_ratio": {"toxigen": 1.5, "rtp": None},
+               "sharing": {"toxigen": {"layers": 14, "layers_above_chance": 7}, "rtp": {"layers": 0}}}
+    checks = {c["id"]: c for c in table4_regime(results)}
+    assert set(checks) == {"removal_toxigen", "sharing_toxigen"}  # no ratio (TV removed nothing), no layers: no check
+    assert checks["removal_toxigen"]["value"] == pytest.approx(150.0) and checks["removal_toxigen"]["low"] == 80.0
+    # the paper's Table 4 (ToxiGen): LLaMA2-7B 79.1, Task Vector 73.1, DeVec 32.1 % toxic
+    assert checks["removal_toxigen"]["paper"] == pytest.approx(100 * (79.1 - 32.1) / (79.1 - 73.1))
+    assert checks["sharing_toxigen"]["value"] == pytest.approx(50.0)
+    assert status(checks["sharing_toxigen"]["value"], 0.0, 50.0, None) == HOLDS
+
+
+def test_style_checks_need_a_decomposition():
+    from devec.style.runner import mix_regime
+
+    assert mix_regime({"decomposition": None}) == []  # a style alone: nothing decomposed, nothing to check
+    checks = {c["id"]: c for c in mix_regime({"decomposition": {"modules_with_shared": 3, "sharing": {
+        "layers": 12, "layers_above_chance": 3}}})}
+    assert checks["shared_modules"]["value"] == 3.0 and checks["shared_modules"]["low"] == 1.0
+    assert checks["sharing_above_chance"]["value"] == pytest.approx(25.0)

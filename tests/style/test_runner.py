@@ -49,6 +49,11 @@ def test_tiny_style_mixing_writes_grid_table_and_unique_loras_and_reuses_its_cac
     written = json.loads((run / "results.json").read_text())
     unique = read_lora(run / "unique_loras" / "pixel.safetensors")
     assert written["decomposition"]["decomposed_modules"] == len(unique.factors)
+    checks = {c["id"]: c for c in written["regime"]}  # Sec. 4.2's premise: the mixed styles share a subspace
+    assert checks["shared_modules"]["value"] == written["decomposition"]["modules_with_shared"]
+    sharing = written["decomposition"]["sharing"]
+    assert checks["sharing_above_chance"]["value"] == pytest.approx(
+        100 * sharing["layers_above_chance"] / sharing["layers"])
 
     cached = sorted((root / "cache" / "style").rglob("*.safetensors"))
     stamps = [p.stat().st_mtime_ns for p in cached]

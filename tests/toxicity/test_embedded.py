@@ -103,6 +103,14 @@ def test_table4_runner(tiny_pool, tiny_cache, tmp_path):
     assert "Model Surgery [44] (paper)" in table and "Avg." in table
     assert (tmp_path / "unique_report_rtp.json").exists()
     assert all(0.0 <= e <= 1.0 for e in res["unique_energy"].values())
+    # the regime checks of each toxic vector: the removal ratio and the per-layer sharing against chance
+    checks = {c["id"]: c for c in res["regime"]}
+    for s in ("toxigen", "rtp"):
+        if res["removal_ratio"][s] is not None:
+            assert checks[f"removal_{s}"]["value"] == pytest.approx(100 * res["removal_ratio"][s])
+            assert checks[f"removal_{s}"]["low"] == 80.0 and checks[f"removal_{s}"]["paper"] > 100
+        share = res["sharing"][s]
+        assert checks[f"sharing_{s}"]["value"] == pytest.approx(100 * share["layers_above_chance"] / share["layers"])
 
 
 def test_table4_lambda_is_selected_from_the_sweep_by_the_stated_rule(tiny_pool, tiny_cache, tmp_path):

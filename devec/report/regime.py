@@ -37,6 +37,16 @@ def check_record(id: str, check: str, value: float, low: float | None = None, hi
             "paper": None if paper is None else float(paper)}
 
 
+def above_chance_check(id: str, check: str, sharing: Mapping[str, Any] | None, most: float = 50.0
+                       ) -> dict[str, Any] | None:
+    """The share (%) of a decomposition's layers whose shared dimension exceeds chance, to be at least ``most``,
+    from a sharing summary (``layers``, ``layers_above_chance``: devec.vectors.sharing); None without layers."""
+    sharing = sharing or {}
+    if not sharing.get("layers") or sharing.get("layers_above_chance") is None:
+        return None
+    return check_record(id, check, 100 * sharing["layers_above_chance"] / sharing["layers"], low=most)
+
+
 def status(mean: float, half: float | None, low: float | None, high: float | None) -> str:
     """HOLDS when [mean - half, mean + half] lies within [low, high], FAILS when it lies wholly outside, else
     UNDECIDED; ONE_SEED without an interval."""

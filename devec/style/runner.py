@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from devec import io
-from devec.report.regime import check_record, print_checks
+from devec.report.regime import above_chance_check, check_record, print_checks
 from devec.resume import UnitStore, resolved_config
 from devec.runtime import Run, built
 from devec.style.grid import image_grid
@@ -120,15 +120,13 @@ def mix_regime(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     "overemphasis on shared components" presupposes one), in most decomposed modules more than random subspaces of
     the same ranks would. None without a decomposition."""
     dec = results.get("decomposition") or {}
-    share = dec.get("sharing") or {}
     out = []
     if "modules_with_shared" in dec:
         out.append(check_record("shared_modules", "decomposed modules with a shared subspace",
                                 dec["modules_with_shared"], low=1.0))
-    if share.get("layers") and share.get("layers_above_chance") is not None:
-        out.append(check_record("sharing_above_chance", "decomposed modules sharing above chance, %",
-                                100 * share["layers_above_chance"] / share["layers"], low=50.0))
-    return out
+    sharing = above_chance_check("sharing_above_chance", "decomposed modules sharing above chance, %",
+                                 dec.get("sharing"))
+    return out + ([sharing] if sharing else [])
 
 
 def style_numbers(mix: torch.Tensor, base: torch.Tensor, alone: Mapping[str, torch.Tensor]) -> dict[str, float]:

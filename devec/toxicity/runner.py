@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from devec import paper_numbers
 from devec.dtypes import torch_dtype
 from devec.report.effects import effect_record, print_effects
-from devec.report.regime import check_record, print_checks
+from devec.report.regime import above_chance_check, check_record, print_checks
 from devec.resume import UnitStore
 from devec.runtime import Run, plain, stage
 from devec.toxicity import evaluate, world
@@ -267,10 +267,9 @@ def table4_regime(results: Mapping[str, Any]) -> list[dict[str, Any]]:
         if ratio is not None:
             out.append(check_record(f"removal_{s}", f"toxicity removed by unique negation, % of TV negation's ({s} "
                                     "vector)", 100 * float(ratio), low=80.0, paper=ref))
-        share = (results.get("sharing") or {}).get(s) or {}
-        if share.get("layers") and share.get("layers_above_chance") is not None:
-            out.append(check_record(f"sharing_{s}", f"decomposed layers sharing above chance, % ({s} vector)",
-                                    100 * share["layers_above_chance"] / share["layers"], low=50.0))
+        sharing = above_chance_check(f"sharing_{s}", f"decomposed layers sharing above chance, % ({s} vector)",
+                                     (results.get("sharing") or {}).get(s))
+        out += [sharing] if sharing else []
     return out
 
 

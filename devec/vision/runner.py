@@ -139,7 +139,7 @@ def table1(cfg: DictConfig, run: Run) -> dict[str, Any]:
 
 
 TABLE1_REGIME = (
-    # id, check, (minuend row, subtrahend row) or a ratio, bounds: issue 14's miniature of Table 1's regime
+    # id, check, (row a, row b, '-': a - b or '/': 100 a / b), low and high bound (None: open)
     ("gain_individual", "Individual - Pre-Trained (avg, points)", ("individual", "pretrained", "-"), 25.0, None),
     ("gain_task_arithmetic", "Task Arithmetic (lambda on val) - Pre-Trained (avg, points)",
      ("task_arithmetic_val", "pretrained", "-"), 8.0, None),

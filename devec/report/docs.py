@@ -62,9 +62,11 @@ def block_text(target: str | Path, name: str) -> str:
                   f"{derived}):", "", *(f"- {line}" for line in effect_lines(effects, keys)), ""]
     regime = regime_rows(runs, keys)
     if regime:
+        derived = ("; computed from the runs' results, as the runner computes them: these results.json predate its "
+                   "regime records" if any(r["from_results"] for r in regime) else "")
         lines += ["The regime the paper's claims presuppose (each check's mean over seeds and 95 % interval; it holds "
-                  "when the whole interval is within the bounds, fails when wholly outside, else undecided):", "",
-                  *(f"- {line}" for line in regime_lines(regime, keys)), ""]
+                  f"when the whole interval is within the bounds, fails when wholly outside, else undecided{derived}):",
+                  "", *(f"- {line}" for line in regime_lines(regime, keys)), ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

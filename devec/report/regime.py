@@ -63,13 +63,16 @@ def status(mean: float, half: float | None, low: float | None, high: float | Non
 
 
 def run_checks(run: RunRecord) -> list[Mapping[str, Any]]:
-    """The regime checks of one run: its results' ``regime``, else those its runner computes (FROM_RESULTS)."""
-    return run_records(run, REGIME_KEY, FROM_RESULTS, from_results=True)[0]
+    """The regime checks of one run: its results' ``regime``, else those its runner computes (FROM_RESULTS), each
+    marked ``from_results``."""
+    records, derived = run_records(run, REGIME_KEY, FROM_RESULTS, from_results=True)
+    return [{**record, "from_results": True} for record in records] if derived else records
 
 
 def regime_rows(runs: Sequence[RunRecord], keys: Sequence[str] = ()) -> list[dict[str, Any]]:
     """One row per setting of ``keys`` and check: the mean over that setting's runs, the interval's half-width and
-    ends, the bounds, the paper's value, n, the seeds and the status."""
+    ends, the bounds, the paper's value, n, the seeds, the status and ``from_results`` (some run's checks were
+    computed from its results, see :func:`run_checks`)."""
     groups: dict[tuple, list[tuple[Any, Mapping[str, Any]]]] = {}
     settings: dict[tuple, dict[str, Any]] = {}
     for run in runs:
@@ -90,7 +93,8 @@ def regime_rows(runs: Sequence[RunRecord], keys: Sequence[str] = ()) -> list[dic
         rows.append({**settings[key], "id": key[-1], "check": first["check"], "mean": mean, "ci95": half,
                      "low": first["low"], "high": first["high"], "paper": first.get("paper"), "n": len(values),
                      "seeds": ",".join(str(s) for s, _ in pairs),
-                     "status": status(mean, half, first["low"], first["high"])})
+                     "status": status(mean, half, first["low"], first["high"]),
+                     "from_results": any(r.get("from_results", False) for _, r in pairs)})
     return rows
 
 

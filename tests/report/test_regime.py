@@ -16,7 +16,7 @@ from devec import io
 from devec.paper_numbers import TABLE1, paper_value
 from devec.report.cli import build_report
 from devec.report.collect import collect_runs
-from devec.report.docs import main
+from devec.report.docs import block_text, main
 from devec.report.regime import FAILS, HOLDS, ONE_SEED, UNDECIDED, check_record, regime_rows, status
 from devec.vision.runner import TABLE1_REGIME, table1_regime
 
@@ -91,7 +91,7 @@ def test_over_three_seeds_each_check_gets_its_interval_and_status(tmp_path, with
     row = table["adamerging_over_ta"]
     assert row["n"] == 3 and row["seeds"] == "0,1,2"
     assert row["mean"] == pytest.approx(statistics.fmean(gaps)) and row["ci95"] == pytest.approx(half)
-    assert row["status"] == UNDECIDED
+    assert row["status"] == UNDECIDED and row["from_results"] is not with_regime
     assert table["gain_individual"]["status"] == HOLDS and table["gain_task_arithmetic"]["status"] == HOLDS
 
 
@@ -106,6 +106,8 @@ def test_devec_docs_writes_the_regime_beside_the_table(tmp_path):
            in text
     assert "(should be >= 3; the paper: 11.1; n = 3)" in text
     assert f"- {HOLDS}: Individual - Pre-Trained (avg, points) = 31.0 [95 % interval" in text
+    assert "computed from the runs' results" in text  # these fake runs predate the regime records
+    assert "computed from" not in block_text(_multirun(tmp_path / "new", with_regime=True), "table1")
 
 
 def test_devec_report_writes_the_regime_table_and_lines(tmp_path):

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+log = logging.getLogger(__name__)
 
 NOT_METRICS = ("seed", "seconds")
 """results.json keys that describe a run rather than measure it."""
@@ -199,3 +202,23 @@ def run_records(run: RunRecord, key: str, derive: Mapping[str, str], from_result
     module, _, name = source.partition(":")
     function = getattr(importlib.import_module(module), name)
     return list(function(run.results if from_results else rows)), True
+
+
+def group_records(runs: Sequence[RunRecord], keys: Sequence[str], records_of: Callable[[RunRecord], Iterable[Any]],
+                  fields: Sequence[str], what: str = "record") -> list[tuple[dict[str, Any], list[Any], list[Any]]]:
+    """The records of ``runs`` (``records_of(run)``, one list per run) grouped by the run's setting of ``keys`` and
+    the records' ``fields``, in first-seen order: (setting, seeds, records) per group, one seed per record. A group
+    with two runs of the same seed is logged (each still counts)."""
+    groups: dict[tuple, tuple[dict[str, Any], list[Any], list[Any]]] = {}
+    for run in runs:
+        setting = {k: run.setting(k) for k in keys}
+        for record in records_of(run):
+            key = (*(str(v) for v in setting.values()), *(str(record[f]) for f in fields))
+            group = groups.setdefault(key, (setting, [], []))
+            group[1].append(run.results.get("seed"))
+            group[2].append(record)
+    for key, (_, seeds, _) in groups.items():
+        if len(set(map(str, seeds))) < len(seeds):
+            log.warning("%s %s: several runs of the same seed in one setting (seeds %s); each counts once", what,
+                        key[len(keys):], seeds)
+    return list(groups.values())

@@ -9,7 +9,6 @@ model); the verdict reads the interval of the improvement in that direction.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -17,9 +16,7 @@ from typing import Any
 
 from scipy import stats
 
-from devec.report.collect import EFFECTS_KEY, RunRecord, run_records
-
-log = logging.getLogger(__name__)
+from devec.report.collect import EFFECTS_KEY, RunRecord, group_records, run_records
 
 RECORD_KEYS = ("id", "comparison", "metric", "devec", "baseline", "delta", "higher_is_better")
 """What every effect record holds (a runner may add more keys, e.g. ``baseline_id``)."""
@@ -154,24 +151,13 @@ def effect_rows(runs: Sequence[RunRecord], keys: Sequence[str] = ()) -> list[dic
     """The effects table: one row per setting of ``keys`` (the swept keys not averaged) and comparison (id, metric),
     over that setting's runs (seeds): mean values, mean difference, ci95, its ends, n, seeds and the verdict
     (``from_rows``: true when some run's records were computed from its rows, see :func:`run_effects`)."""
-    groups: dict[tuple, list[tuple[Any, Mapping[str, Any]]]] = {}
-    settings: dict[tuple, dict[str, Any]] = {}
-    for run in runs:
-        setting = {k: run.setting(k) for k in keys}
-        for record in run_effects(run):
-            check_record(record, f"{run.path}/results.json: ")
-            key = (*(str(v) for v in setting.values()), str(record["id"]), str(record["metric"]))
-            groups.setdefault(key, []).append((run.results.get("seed"), record))
-            settings.setdefault(key, setting)
+    def records(run: RunRecord) -> list[Mapping[str, Any]]:
+        return [check_record(r, f"{run.path}/results.json: ") for r in run_effects(run)]
+
     rows = []
-    for key, pairs in groups.items():
-        seeds = [s for s, _ in pairs]
-        if len(set(map(str, seeds))) < len(seeds):
-            log.warning("effect %s: several runs of the same seed in one setting (seeds %s); each counts once",
-                        key[-2:], seeds)
-        effect = summarize([r for _, r in pairs])
-        rows.append({**settings[key], "id": key[-2], **effect.row(), "seeds": ",".join(map(str, seeds)),
-                     "from_rows": any(r.get("from_rows", False) for _, r in pairs)})
+    for setting, seeds, group in group_records(runs, keys, records, ("id", "metric"), "effect"):
+        rows.append({**setting, "id": str(group[0]["id"]), **summarize(group).row(),
+                     "seeds": ",".join(map(str, seeds)), "from_rows": any(r.get("from_rows", False) for r in group)})
     return rows
 
 

@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from devec.report.collect import REGIME_KEY, RunRecord, run_records
+from devec.report.collect import REGIME_KEY, RunRecord, group_records, run_records
 from devec.report.effects import ci95
 
 HOLDS, FAILS, UNDECIDED, ONE_SEED = "holds", "fails", "undecided", "one seed"
@@ -73,28 +73,24 @@ def regime_rows(runs: Sequence[RunRecord], keys: Sequence[str] = ()) -> list[dic
     """One row per setting of ``keys`` and check: the mean over that setting's runs, the interval's half-width and
     ends, the bounds, the paper's value, n, the seeds, the status and ``from_results`` (some run's checks were
     computed from its results, see :func:`run_checks`)."""
-    groups: dict[tuple, list[tuple[Any, Mapping[str, Any]]]] = {}
-    settings: dict[tuple, dict[str, Any]] = {}
-    for run in runs:
-        setting = {k: run.setting(k) for k in keys}
-        for record in run_checks(run):
+    def records(run: RunRecord) -> list[Mapping[str, Any]]:
+        checks = run_checks(run)
+        for record in checks:
             missing = [k for k in RECORD_KEYS if k not in record]
             if missing:
                 raise ValueError(f"{run.path}/results.json: regime: a check lacks {', '.join(missing)} "
                                  "(devec.report.regime.check_record builds one)")
-            key = (*(str(v) for v in setting.values()), str(record["id"]))
-            groups.setdefault(key, []).append((run.results.get("seed"), record))
-            settings.setdefault(key, setting)
+        return checks
+
     rows = []
-    for key, pairs in groups.items():
-        values = [float(r["value"]) for _, r in pairs]
-        first = pairs[0][1]
+    for setting, seeds, group in group_records(runs, keys, records, ("id",), "regime check"):
+        values = [float(r["value"]) for r in group]
+        first = group[0]
         mean, half = math.fsum(values) / len(values), ci95(values)
-        rows.append({**settings[key], "id": key[-1], "check": first["check"], "mean": mean, "ci95": half,
+        rows.append({**setting, "id": str(first["id"]), "check": first["check"], "mean": mean, "ci95": half,
                      "low": first["low"], "high": first["high"], "paper": first.get("paper"), "n": len(values),
-                     "seeds": ",".join(str(s) for s, _ in pairs),
-                     "status": status(mean, half, first["low"], first["high"]),
-                     "from_results": any(r.get("from_results", False) for _, r in pairs)})
+                     "seeds": ",".join(map(str, seeds)), "status": status(mean, half, first["low"], first["high"]),
+                     "from_results": any(r.get("from_results", False) for r in group)})
     return rows
 
 

@@ -140,3 +140,13 @@ def test_style_checks_need_a_decomposition():
         "layers": 12, "layers_above_chance": 3}}})}
     assert checks["shared_modules"]["value"] == 3.0 and checks["shared_modules"]["low"] == 1.0
     assert checks["sharing_above_chance"]["value"] == pytest.approx(25.0)
+
+
+def test_two_runs_of_one_seed_are_logged_and_both_count(tmp_path, caplog):
+    sweep = _multirun(tmp_path)
+    (sweep / "1" / "results.json").write_text((sweep / "0" / "results.json").read_text())  # seed 0 twice
+    runs, _ = collect_runs(sweep)
+    with caplog.at_level("WARNING", logger="devec.report.collect"):
+        row = {r["id"]: r for r in regime_rows(runs)}["gain_individual"]
+    assert row["n"] == 3 and row["seeds"] == "0,0,2"
+    assert "regime check ('gain_individual',): several runs of the same seed" in caplog.text
